@@ -1,0 +1,243 @@
+"""File I/O: atomic writes and image readers.
+
+Nothing is written half: :func:`atomic_write` writes to a temporary name in
+the destination folder, fsyncs, then renames over the target, so a reader sees
+either the old file or the new one, never a torn one.
+
+:func:`read_image` returns a 2-D float32 array in [0, 1] for PNG, PGM, TIFF and
+DICOM, keeping the source bit depth (8, 12 or 16 bit; DICOM rescale slope and
+intercept applied; MONOCHROME1 inverted so that dense tissue is bright).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+#: refuse images above this many pixels (decompression bombs)
+DEFAULT_MAX_PIXELS = 100_000_000
+
+IMAGE_SUFFIXES = {".png", ".pgm", ".pnm", ".tif", ".tiff", ".dcm", ".dicom", ".jpg", ".jpeg", ".bmp"}
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside *path*; on success rename it onto *path*.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_write(d / "a.txt", "w") as f:
+    ...     _ = f.write("hello")
+    >>> (d / "a.txt").read_text()
+    'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write *obj* as indented JSON, atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path):
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
+
+
+def save_array(path: str | Path, arr: np.ndarray) -> None:
+    """Save a numpy array (.npy) atomically."""
+    with atomic_write(path, "wb") as f:
+        np.save(f, arr)
+
+
+def _to_unit(arr: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
+    """Scale integer pixels to [0, 1] by the bit depth; check finiteness."""
+    if arr.size == 0 or arr.ndim != 2 or min(arr.shape) == 0:
+        raise InputError(f"empty or not a 2-D grey image (shape {arr.shape})", path=path)
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+        if bits is None:
+            maxv = int(arr.max()) if arr.size else 0
+            if arr.dtype == np.uint8 or arr.dtype == bool:
+                bits = 8
+            elif maxv < 4096:
+                bits = 12
+            else:
+                bits = 16
+        out = arr.astype(np.float32) / float(2 ** bits - 1)
+    else:
+        out = arr.astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            raise InputError("image has NaN or Inf pixels; expected finite values", path=path)
+        lo, hi = float(out.min()), float(out.max())
+        if lo < 0 or hi > 1:
+            out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _check_pixels(shape, path: Path, max_pixels: int) -> None:
+    n = int(np.prod(shape))
+    if n > max_pixels:
+        raise InputError(f"image has {n} pixels, above the limit of {max_pixels} "
+                         "(raise max_pixels if this is intended)", path=path)
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return_meta: bool = False):
+    """Read a grey image as float32 in [0, 1].
+
+    Parameters
+    ----------
+    path : file path (PNG, PGM, TIFF, JPEG, BMP or DICOM).
+    max_pixels : refuse larger images before decoding them.
+    return_meta : also return a dict with ``bits``, ``pixel_spacing_mm`` and
+        ``photometric`` where known.
+
+    Notes
+    -----
+    Colour images are converted to grey (ITU-R 601 luma). 16-bit PNG/TIFF keep
+    their depth; a 16-bit container holding 12-bit data (max < 4096) is
+    scaled by 4095.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("image file not found", path=path)
+    suffix = path.suffix.lower()
+    meta: dict = {"bits": None, "pixel_spacing_mm": None, "photometric": None}
+    if suffix in {".dcm", ".dicom"} or _looks_dicom(path):
+        arr, meta = _read_dicom(path, max_pixels)
+        out = arr
+    elif suffix in {".tif", ".tiff"}:
+        out = _read_tiff(path, max_pixels, meta)
+    else:
+        out = _read_pil(path, max_pixels, meta)
+    return (out, meta) if return_meta else out
+
+
+def _looks_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        return len(head) == 132 and head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_pil(path: Path, max_pixels: int, meta: dict) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            _check_pixels((im.size[1], im.size[0]), path, max_pixels)
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.int64)
+                arr = arr.astype(np.uint16 if arr.max() < 65536 else np.uint32)
+            elif mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                arr = np.asarray(im.convert("L"))
+            elif mode == "F":
+                arr = np.asarray(im, dtype=np.float32)
+            else:
+                arr = np.asarray(im.convert("L") if mode not in ("L", "1") else im)
+            arr = np.array(arr)  # force the decode inside the try
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot decode image ({type(e).__name__}: {e}); expected a valid "
+                         "PNG/PGM/JPEG/BMP file", path=path) from None
+    meta["bits"] = 8 if arr.dtype == np.uint8 else None
+    return _to_unit(arr, path)
+
+
+def _read_tiff(path: Path, max_pixels: int, meta: dict) -> np.ndarray:
+    import tifffile
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            _check_pixels(page.shape[:2], path, max_pixels)
+            arr = page.asarray()
+    except InputError:
+        raise
+    except Exception as e:  # tifffile raises many types on corrupt input
+        raise InputError(f"cannot decode TIFF ({type(e).__name__}: {e})", path=path) from None
+    if arr.ndim == 3:
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        arr = arr.astype(np.float32) / (255.0 if arr.max() > 1 else 1.0)
+    return _to_unit(arr, path)
+
+
+def _read_dicom(path: Path, max_pixels: int):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=False)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
+        raise InputError(f"cannot read DICOM ({type(e).__name__}: {e})", path=path) from None
+    if "PixelData" not in ds:
+        raise InputError("DICOM has no pixel data", path=path)
+    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
+    _check_pixels((rows, cols), path, max_pixels)
+    try:
+        arr = ds.pixel_array
+    except Exception as e:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise InputError(f"cannot decode DICOM pixel data (transfer syntax {ts}: {e}); "
+                         "expected an uncompressed or supported transfer syntax", path=path) from None
+    if arr.ndim != 2:
+        raise InputError(f"expected a single-frame grey DICOM, got pixel array of shape {arr.shape}", path=path)
+    bits = int(getattr(ds, "BitsStored", 16))
+    arr = arr.astype(np.float64)
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    lo_raw, hi_raw = 0.0, float(2 ** bits - 1)
+    if int(getattr(ds, "PixelRepresentation", 0)) == 1:
+        lo_raw, hi_raw = -float(2 ** (bits - 1)), float(2 ** (bits - 1) - 1)
+    arr = arr * slope + intercept
+    lo, hi = lo_raw * slope + intercept, hi_raw * slope + intercept
+    if hi < lo:
+        lo, hi = hi, lo
+    out = ((arr - lo) / (hi - lo)).astype(np.float32)
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+    if not np.all(np.isfinite(out)):
+        raise InputError("DICOM has NaN or Inf pixels", path=path)
+    spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
+    meta = {"bits": bits, "photometric": photometric,
+            "pixel_spacing_mm": float(spacing[0]) if spacing else None}
+    return np.clip(out, 0.0, 1.0), meta
