@@ -1,0 +1,594 @@
+"""Fit one fold, and cross-validate a recipe into a run directory.
+
+The loop follows torchvision's reference ``train_one_epoch`` / ``evaluate``:
+read top to bottom. A fold's state (model, optimiser, scheduler, epoch, RNG
+states, history) is saved after every epoch, so a killed run resumes from
+the last completed epoch of the fold in progress and finishes with the same
+numbers as an uninterrupted run.
+
+Invariants
+----------
+* A fresh model per fold, initialised from a seed derived from (seed, repeat, fold).
+* Normalisation statistics are fitted on the fold's training part only.
+* Early stopping, checkpoint choice and the decision threshold use the inner
+  validation part; the outer test fold is predicted once, at the end.
+* Metrics are computed over whole splits, never averaged over batches.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import __version__
+from .augment import Augment
+from .config import Config, dump_config, load_config
+from .errors import InputError, StageMissingError
+from .io import atomic_write, read_json, write_json
+from .manifest import save_manifest
+from .progress import progress, quiet
+
+HISTORY_METRICS = ["loss", "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+                   "precision", "f1", "brier"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fold_seed(seed: int, repeat: int, fold: int) -> int:
+    return int(seed) * 1_000_003 + repeat * 1009 + fold * 17 + 1
+
+
+def fold_dir(run_dir: Path, repeat: int, fold: int) -> Path:
+    return Path(run_dir) / "folds" / f"r{repeat}f{fold}"
+
+
+class Normalized(nn.Module):
+    """Per-channel normalisation folded in front of a model.
+
+    Takes raw components; exposes ``forward_features``/``forward_head`` of the
+    wrapped model so CAMs and probes work on the wrapper.
+    """
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, np.float32)).view(1, -1, 1, 1))
+
+    def normalize(self, x):
+        return (x - self.mean) / self.std
+
+    def forward_features(self, x):
+        return self.model.forward_features(self.normalize(x))
+
+    def forward_head(self, f, pre_logits: bool = False):
+        return self.model.forward_head(f, pre_logits=pre_logits)
+
+    def forward(self, x):
+        return self.model(self.normalize(x))
+
+
+def fit_normalization(x: np.ndarray, idx: np.ndarray, mode: str) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std over the training ROIs (``mode='none'``: identity)."""
+    C = x.shape[1]
+    if mode == "none":
+        return [0.0] * C, [1.0] * C
+    xs = x[idx]
+    mean = xs.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = xs.std(axis=(0, 2, 3), dtype=np.float64)
+    std = np.where(std < 1e-8, 1.0, std)
+    return mean.tolist(), std.tolist()
+
+
+def build_model(cfg: Config, in_chans: int) -> nn.Module:
+    from .models import create_model
+    m = cfg.model
+    return create_model(m.name, in_chans=in_chans, pretrained=m.pretrained, weights=m.weights,
+                        stem_init=m.stem_init, input_size=cfg.data.roi_size, **dict(m.kwargs))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, idx: np.ndarray, *, batch_size: int, device: torch.device,
+                   amp: str = "off", channels_last: bool = False) -> np.ndarray:
+    """Logits for rows ``idx`` of ``x`` in eval mode."""
+    model.eval()
+    out = []
+    for s in range(0, len(idx), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(x[idx[s:s + batch_size]], dtype=np.float32)).to(device)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(amp == "bf16")):
+            out.append(model(xb).float().reshape(-1).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def _split_metrics(y, logits, prefix: str) -> dict:
+    from .metrics import binary_metrics
+    m = binary_metrics(y, _sigmoid(logits))
+    return {f"{prefix}_{k}": float(m[k]) for k in HISTORY_METRICS if k in m}
+
+
+def _lr_lambda(cfg: Config, steps_per_epoch: int):
+    t = cfg.train
+    total = max(1, t.epochs * steps_per_epoch)
+    warm = t.warmup_epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if t.schedule == "cosine":
+            prog = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+        return 1.0
+    return f
+
+
+def _optimizer(cfg: Config, model: nn.Module):
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adam":
+        # Keras Adam defaults: eps 1e-7
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-7)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+# --------------------------------------------------------------------------- one fold
+@dataclass
+class FoldResult:
+    test_logits: np.ndarray
+    threshold: float
+    best_epoch: int
+    history: pd.DataFrame
+    test_metrics: dict = field(default_factory=dict)
+
+
+def _save_state(path: Path, model, opt, sched, epoch, best, aug: Augment, gen: torch.Generator) -> None:
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "epoch": epoch, "best_loss": best["loss"], "best_epoch": best["epoch"], "bad": best["bad"],
+             "rng": torch.get_rng_state(), "gen": gen.get_state(), "aug": aug.state()}
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _save_weights(path: Path, model: nn.Module) -> None:
+    from safetensors.torch import save as st_save
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(path, "wb") as f:
+        f.write(st_save(sd))
+
+
+def load_weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+             test_idx: np.ndarray, out: Path, *, seed: int, desc: str = "") -> FoldResult:
+    """Train a fresh model on ``train_idx``, select on ``val_idx``, predict ``test_idx``.
+
+    Writes ``out/history.csv``, ``out/norm.json``, ``out/model.safetensors``
+    (the selected checkpoint), ``out/state.pt`` (resume state) and finally
+    ``out/done.json``.
+    """
+    from .metrics import choose_threshold
+    t = cfg.train
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(t.device)
+    mean, std = fit_normalization(x, train_idx, t.normalize)
+    write_json(out / "norm.json", {"mean": mean, "std": std})
+    torch.manual_seed(seed)
+    model = Normalized(build_model(cfg, x.shape[1]), mean, std).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(cfg, model)
+    steps = max(1, math.ceil(len(train_idx) / t.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
+    gen = torch.Generator().manual_seed(seed + 7)
+    aug = Augment(seed + 13)
+    ytr = y[train_idx].astype(np.float32)
+    npos, nneg = float(ytr.sum()), float(len(ytr) - ytr.sum())
+    pos_weight = torch.tensor(nneg / max(npos, 1.0), device=device) if t.balance == "pos_weight" else None
+    best = {"loss": float("inf"), "epoch": -1, "bad": 0}
+    history: list[dict] = []
+    start = 0
+    state_path, hist_path, best_path = out / "state.pt", out / "history.csv", out / "model.safetensors"
+    if state_path.is_file():
+        st = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        torch.set_rng_state(st["rng"])
+        gen.set_state(st["gen"])
+        aug.set_state(st["aug"])
+        best = {"loss": st["best_loss"], "epoch": st["best_epoch"], "bad": st["bad"]}
+        start = int(st["epoch"]) + 1
+        if hist_path.is_file():
+            history = pd.read_csv(hist_path).iloc[:start].to_dict("records")
+    l2 = getattr(model.model, "l2_penalty", None) if t.keras_l2 else None
+    yt = torch.from_numpy(y.astype(np.float32))
+    bar = progress(range(start, t.epochs), total=t.epochs - start, desc=desc or "epochs", leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        if t.balance == "sampler":
+            w = np.where(ytr > 0.5, 0.5 / max(npos, 1), 0.5 / max(nneg, 1))
+            order = train_idx[torch.multinomial(torch.as_tensor(w), len(train_idx), replacement=True,
+                                                generator=gen).numpy()]
+        else:
+            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        reg_total = 0.0
+        for s in range(0, len(order), t.batch_size):
+            b = order[s:s + t.batch_size]
+            xb = torch.from_numpy(np.ascontiguousarray(x[b], dtype=np.float32))
+            if t.augment:
+                xb = aug(xb)
+            xb = xb.to(device)
+            if t.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = yt[b].to(device)
+            if t.label_smoothing:
+                yb = yb * (1 - t.label_smoothing) + 0.5 * t.label_smoothing
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(t.amp == "bf16")):
+                logits = model(xb).float().reshape(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
+            if l2 is not None:
+                reg = l2()
+                loss = loss + reg
+                reg_total += float(reg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+        row.update(_split_metrics(y[train_idx], predict_logits(model, x, train_idx, batch_size=max(64, t.batch_size),
+                                                              device=device, amp=t.amp), "train"))
+        row.update(_split_metrics(y[val_idx], predict_logits(model, x, val_idx, batch_size=max(64, t.batch_size),
+                                                            device=device, amp=t.amp), "val"))
+        if l2 is not None:
+            row["reg_loss"] = reg_total / steps
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        improved = row["val_loss"] < best["loss"] - 1e-6
+        if improved:
+            best.update(loss=row["val_loss"], epoch=epoch, bad=0)
+        else:
+            best["bad"] += 1
+        if t.select == "last" or improved:
+            _save_weights(best_path, model)
+        with atomic_write(hist_path, "w") as f:
+            pd.DataFrame(history).to_csv(f, index=False)
+        stop = t.early_stopping is not None and t.select != "last" and best["bad"] >= t.early_stopping
+        _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(tr_auc=f"{row['train_auc']:.2f}", va_auc=f"{row['val_auc']:.2f}",
+                            va_loss=f"{row['val_loss']:.2f}")
+        if stop:
+            break
+    model.load_state_dict(load_weights(best_path))
+    val_logits = predict_logits(model, x, val_idx, batch_size=64, device=device, amp=t.amp)
+    threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
+    test_logits = predict_logits(model, x, test_idx, batch_size=64, device=device, amp=t.amp)
+    hist = pd.DataFrame(history)
+    best_epoch = int(best["epoch"]) if t.select != "last" else int(hist["epoch"].iloc[-1])
+    return FoldResult(test_logits=test_logits, threshold=threshold, best_epoch=best_epoch, history=hist)
+
+
+# --------------------------------------------------------------------------- probe recipe
+def probe_features(cfg: Config, x: np.ndarray, cache_dir: Path | None = None, batch_size: int = 32) -> np.ndarray:
+    """Frozen pretrained features, one block per channel, computed once and cached.
+
+    Each channel of each ROI is min-max scaled to [0, 1] *within that ROI*
+    (no statistic crosses ROIs, so nothing leaks between folds) and passed
+    through the 1-channel sum-preserving version of the pretrained backbone;
+    the pooled features of the K channels are concatenated.
+    """
+    import hashlib
+    from .models import create_model
+    m = cfg.model
+    key = hashlib.sha256(x.tobytes() + f"{m.name}|{m.weights}|{m.kwargs}".encode()).hexdigest()[:20]
+    path = (cache_dir / f"probe-{key}.npy") if cache_dir else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    device = _device(cfg.train.device)
+    torch.manual_seed(0)
+    model = create_model(m.name, in_chans=1, pretrained=m.pretrained, weights=m.weights,
+                         stem_init="sum-preserving", input_size=cfg.data.roi_size, **dict(m.kwargs)).to(device).eval()
+    N, C = x.shape[:2]
+    feats = []
+    with torch.no_grad():
+        for s in progress(range(0, N, batch_size), desc="probe features"):
+            xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32))
+            lo = xb.amin(dim=(2, 3), keepdim=True)
+            hi = xb.amax(dim=(2, 3), keepdim=True)
+            xb = (xb - lo) / (hi - lo).clamp_min(1e-6)
+            B = xb.shape[0]
+            f = model.forward_head(model.forward_features(xb.reshape(B * C, 1, *xb.shape[2:]).to(device)),
+                                   pre_logits=True)
+            feats.append(f.reshape(B, C * f.shape[-1]).float().cpu().numpy())
+    out = np.concatenate(feats).astype(np.float32)
+    if path is not None:
+        from .io import save_array
+        save_array(path, out)
+    return out
+
+
+def fit_probe_fold(cfg: Config, feats: np.ndarray, y: np.ndarray, train_idx, val_idx, test_idx) -> FoldResult:
+    """Standardise on the training part, fit L2 logistic regression, predict."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from .metrics import choose_threshold
+    from sklearn.metrics import roc_auc_score
+    sc = StandardScaler().fit(feats[train_idx])
+    Xtr, Xva = sc.transform(feats[train_idx]), sc.transform(feats[val_idx])
+
+    def fit(C):
+        return LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(Xtr, y[train_idx])
+
+    # C on the inner validation part (a grid around probe_C), then kept
+    grid = [cfg.train.probe_C * f for f in (1e-3, 1e-2, 1e-1, 1.0)]
+    if len(np.unique(y[val_idx])) == 2:
+        scores = [roc_auc_score(y[val_idx], fit(C).decision_function(Xva)) for C in grid]
+        C_best = grid[int(np.argmax(scores))]
+    else:
+        C_best = grid[1]
+    clf = fit(C_best)
+    z = {k: clf.decision_function(sc.transform(feats[i])) for k, i in
+         (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    row = {"epoch": 0, "lr": 0.0, "C": C_best}
+    row.update(_split_metrics(y[train_idx], z["train"], "train"))
+    row.update(_split_metrics(y[val_idx], z["val"], "val"))
+    thr = float(choose_threshold(y[val_idx], _sigmoid(z["val"])))
+    return FoldResult(test_logits=z["test"], threshold=thr, best_epoch=0, history=pd.DataFrame([row]))
+
+
+# --------------------------------------------------------------------------- cross-validation
+RUN_FORMAT = 1
+
+
+def _machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} cpu, {gpu}, torch {torch.__version__}"
+
+
+def _check_existing(run_dir: Path, cfg: Config) -> None:
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        return
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    if info.get("format") not in (None, RUN_FORMAT):
+        from .errors import VersionMismatchError
+        raise VersionMismatchError(f"run directory was written by mammodecomp {info.get('version')} "
+                                   f"(run format {info.get('format')}); this is format {RUN_FORMAT}: "
+                                   "use a new --out", path=run_dir)
+    if cfg_path.read_text() != dump_config(cfg):
+        raise InputError("run directory holds a run with a different config; resume needs the same config "
+                         "(use a new --out, or --overwrite)", path=run_dir)
+
+
+def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, progress_bars: bool = True) -> Path:
+    """Run a recipe under cross-validation into ``out`` (a run directory).
+
+    Resumable: folds with ``done.json`` are kept, the fold in progress restarts
+    from its last completed epoch. Returns the run directory.
+
+    Examples
+    --------
+    >>> from mammodecomp.config import resolve_config
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> cfg = resolve_config(recipe="small", overrides=["data.synth.n_patients=12", "data.roi_size=32",
+    ...     "train.epochs=1", "cv.n_folds=2", "cv.n_boot=0", f"decomposition.store={d}/store"])
+    >>> run = cross_validate(cfg, d / "run", progress_bars=False)
+    >>> sorted(p.name for p in run.iterdir())[:4]
+    ['config.yaml', 'folds', 'manifest.parquet', 'oof.csv']
+    """
+    import shutil
+
+    from .cv import check_plan, make_split_plan
+    from .data import prepare_inputs
+    from .metrics import pooled_oof_summary
+
+    run_dir = Path(out)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    _check_existing(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    t_start = time.perf_counter()
+    prev_quiet = os.environ.get("MAMMODECOMP_QUIET")
+    if not progress_bars:
+        os.environ["MAMMODECOMP_QUIET"] = "1"
+    try:
+        inp = prepare_inputs(cfg, run_dir, progress=progress_bars and not quiet())
+        df = inp.manifest
+        with atomic_write(run_dir / "config.yaml", "w") as f:
+            f.write(dump_config(cfg))
+        save_manifest(df, run_dir / "manifest.parquet")
+        plan_path = run_dir / "splits.csv"
+        c = cfg.cv
+        plan = make_split_plan(df, n_folds=c.n_folds, n_repeats=c.n_repeats, seed=c.seed, scheme=c.scheme,
+                               inner_fraction=c.inner_fraction)
+        check_plan(plan, df)
+        with atomic_write(plan_path, "w") as f:
+            plan.to_csv(f, index=False)
+        run_info = {"format": RUN_FORMAT, "version": __version__, "recipe": cfg.recipe,
+                    "manifest_hash": inp.info["manifest_hash"], "components_path": str(inp.components_path),
+                    "rois_path": str(inp.rois_path), "channels": inp.channels, "n_rois": inp.info["n_rois"],
+                    "n_patients": inp.info["n_patients"], "class_counts": inp.info["class_counts"],
+                    "machine": _machine(),
+                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        write_json(run_dir / "run.json", run_info)
+        y = df["label"].to_numpy().astype(np.int64)
+        pos = {rid: i for i, rid in enumerate(df["roi_id"])}
+        feats = probe_features(cfg, inp.x, inp.components_path.parent) if cfg.recipe == "probe" else None
+        folds = sorted({(int(r), int(f)) for r, f in zip(plan["repeat"], plan["fold"])})
+        rows = []
+        for r, f in progress(folds, desc="folds", leave=True):
+            fd = fold_dir(run_dir, r, f)
+            sub = plan[(plan["repeat"] == r) & (plan["fold"] == f)]
+            idx = {role: np.array([pos[i] for i in sub.loc[sub["role"] == role, "roi_id"]], dtype=np.int64)
+                   for role in ("train", "val", "test")}
+            validated_on_test = len(idx["val"]) == 0
+            if validated_on_test:   # the seed protocol: its "validation" is the test fold
+                idx["val"] = idx["test"]
+            done = fd / "done.json"
+            if not done.is_file():
+                if feats is not None:
+                    res = fit_probe_fold(cfg, feats, y, idx["train"], idx["val"], idx["test"])
+                    fd.mkdir(parents=True, exist_ok=True)
+                    with atomic_write(fd / "history.csv", "w") as fh:
+                        res.history.to_csv(fh, index=False)
+                else:
+                    res = fit_fold(cfg, inp.x, y, idx["train"], idx["val"], idx["test"], fd,
+                                   seed=fold_seed(cfg.train.seed, r, f), desc=f"repeat {r} fold {f}")
+                test = pd.DataFrame({"roi_id": df["roi_id"].to_numpy()[idx["test"]], "logit": res.test_logits})
+                with atomic_write(fd / "test.csv", "w") as fh:
+                    test.to_csv(fh, index=False, float_format="%.10g")
+                hist = res.history
+                last = hist.iloc[-1].to_dict() if len(hist) else {}
+                write_json(done, {"best_epoch": res.best_epoch, "threshold": res.threshold,
+                                  "epochs_run": int(len(hist)), "validated_on_test": validated_on_test,
+                                  "n_train": int(len(idx["train"])), "n_val": int(len(idx["val"])),
+                                  "n_test": int(len(idx["test"])),
+                                  "final_train_auc": last.get("train_auc"), "final_val_auc": last.get("val_auc")})
+            d = read_json(done)
+            test = pd.read_csv(fd / "test.csv", dtype={"roi_id": str})
+            test["repeat"], test["fold"], test["threshold"] = r, f, d["threshold"]
+            rows.append(test)
+        oof = pd.concat(rows, ignore_index=True)
+        meta = df.set_index("roi_id")
+        oof["patient_id"] = meta.loc[oof["roi_id"], "patient_id"].to_numpy()
+        oof["label"] = meta.loc[oof["roi_id"], "label"].to_numpy()
+        oof["prob"] = _sigmoid(oof["logit"].to_numpy())
+        oof = oof[["roi_id", "patient_id", "label", "repeat", "fold", "prob", "logit", "threshold"]]
+        with atomic_write(run_dir / "oof.csv", "w") as fh:
+            oof.to_csv(fh, index=False, float_format="%.10g")
+        summary = pooled_oof_summary(oof, n_boot=cfg.cv.n_boot, seed=cfg.cv.seed)
+        dones = [read_json(fold_dir(run_dir, r, f) / "done.json") for r, f in folds]
+        summary.update({
+            "recipe": cfg.recipe, "model": cfg.model.name, "channels": inp.channels,
+            "decomposition": cfg.decomposition.method, "variant": cfg.decomposition.variant,
+            "cv_scheme": cfg.cv.scheme, "n_folds": cfg.cv.n_folds, "n_repeats": cfg.cv.n_repeats,
+            "validated_on_test": any(d["validated_on_test"] for d in dones),
+            "final_train_auc_mean": _nanmean([d.get("final_train_auc") for d in dones]),
+            "final_val_auc_mean": _nanmean([d.get("final_val_auc") for d in dones]),
+            "best_epochs": [d["best_epoch"] for d in dones],
+            "n_rois": inp.info["n_rois"], "n_patients": inp.info["n_patients"],
+            "n_rois_never_tested": int(len(df) - oof["roi_id"].nunique()),
+            "elapsed_s": round(time.perf_counter() - t_start, 1), "machine": run_info["machine"],
+        })
+        write_json(run_dir / "summary.json", summary)
+        run_info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        run_info["elapsed_s"] = summary["elapsed_s"]
+        write_json(run_dir / "run.json", run_info)
+    finally:
+        if not progress_bars:
+            if prev_quiet is None:
+                os.environ.pop("MAMMODECOMP_QUIET", None)
+            else:
+                os.environ["MAMMODECOMP_QUIET"] = prev_quiet
+    return run_dir
+
+
+def _nanmean(v):
+    a = np.array([np.nan if x is None else float(x) for x in v], dtype=float)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else None
+
+
+# --------------------------------------------------------------------------- reading a run back
+@dataclass
+class Run:
+    """A finished (or partial) run directory, read back."""
+
+    path: Path
+    config: Config
+    info: dict
+    manifest: pd.DataFrame
+    plan: pd.DataFrame
+    oof: pd.DataFrame | None
+    summary: dict | None
+    histories: dict
+
+    def components(self) -> np.ndarray:
+        return np.load(self.info["components_path"], mmap_mode="r")
+
+    def rois(self) -> np.ndarray:
+        return np.load(self.info["rois_path"], mmap_mode="r")
+
+    def inputs(self) -> np.ndarray:
+        """The model inputs (N, C, H, W) for this run's variant, in manifest order."""
+        v = self.config.decomposition.variant
+        if v == "raw":
+            return np.asarray(self.rois(), dtype=np.float32)[:, None]
+        comps = np.asarray(self.components(), dtype=np.float32)
+        if v == "components+raw":
+            return np.concatenate([comps, np.asarray(self.rois(), dtype=np.float32)[:, None]], 1)
+        return comps
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run directory; a missing stage names the command that makes it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise StageMissingError("not a run directory (no config.yaml); make one with `mammodecomp cv`",
+                                path=run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    info = read_json(run_dir / "run.json")
+    if info.get("format") != RUN_FORMAT:
+        from .errors import VersionMismatchError
+        raise VersionMismatchError(f"run format {info.get('format')} is not {RUN_FORMAT} "
+                                   f"(written by mammodecomp {info.get('version')})", path=run_dir)
+    df = pd.read_parquet(run_dir / "manifest.parquet")
+    plan = pd.read_csv(run_dir / "splits.csv", dtype={"roi_id": str})
+    oof = pd.read_csv(run_dir / "oof.csv", dtype={"roi_id": str, "patient_id": str}) \
+        if (run_dir / "oof.csv").is_file() else None
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
+    hists = {}
+    for hp in sorted((run_dir / "folds").glob("r*f*/history.csv")):
+        name = hp.parent.name
+        r, f = name[1:].split("f")
+        hists[(int(r), int(f))] = pd.read_csv(hp)
+    return Run(path=run_dir, config=cfg, info=info, manifest=df, plan=plan, oof=oof, summary=summary,
+               histories=hists)
+
+
+def load_fold_model(run_dir: str | Path, repeat: int, fold: int, device: str = "cpu") -> nn.Module:
+    """The selected checkpoint of one fold, with its normalisation, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    fd = fold_dir(run_dir, repeat, fold)
+    if cfg.recipe == "probe":
+        raise InputError("the probe recipe has no network checkpoint per fold (a logistic regression)",
+                         path=run_dir)
+    wpath = fd / "model.safetensors"
+    if not wpath.is_file():
+        raise StageMissingError(f"fold r{repeat}f{fold} has no checkpoint; run `mammodecomp cv` to finish it",
+                                path=wpath)
+    norm = read_json(fd / "norm.json")
+    info = read_json(run_dir / "run.json")
+    model = Normalized(build_model(cfg, len(info["channels"])), norm["mean"], norm["std"])
+    model.load_state_dict(load_weights(wpath))
+    return model.to(device).eval()

@@ -1,0 +1,106 @@
+"""End-to-end cross-validation on a tiny synthetic set: determinism, resume,
+leak-free folds, prediction parity and ONNX export."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammodecomp.config import resolve_config
+from mammodecomp.errors import InputError
+from mammodecomp.train import cross_validate, load_run
+
+pytestmark = pytest.mark.xdist_group("train")
+
+
+def tiny_cfg(tmp_path, *extra, recipe="small"):
+    return resolve_config(recipe=recipe, overrides=[
+        "data.synth.n_patients=16", "data.synth.size=64", "data.roi_size=32", "train.epochs=3",
+        "train.batch_size=8", "cv.n_folds=2", "cv.n_boot=50", "train.threads=1",
+        f"decomposition.store={tmp_path}/store", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cv")
+    return cross_validate(tiny_cfg(d), d / "run", progress_bars=False), d
+
+
+def test_run_directory_is_complete_and_leak_free(tiny_run):
+    run_dir, _ = tiny_run
+    run = load_run(run_dir)
+    assert run.oof is not None and len(run.oof) == len(run.manifest)
+    assert set(run.oof["roi_id"]) == set(run.manifest["roi_id"])
+    pid = run.manifest.set_index("roi_id")["patient_id"]
+    for (r, f), sub in run.plan.groupby(["repeat", "fold"]):
+        test_p = set(pid[sub.loc[sub.role == "test", "roi_id"]])
+        fit_p = set(pid[sub.loc[sub.role != "test", "roi_id"]])
+        assert not test_p & fit_p
+    for h in run.histories.values():
+        assert {"train_auc", "val_auc", "train_loss", "val_loss"} <= set(h.columns)
+    s = run.summary
+    assert 0 <= s["auc"] <= 1 and s["auc_ci"][0] <= s["auc"] <= s["auc_ci"][1]
+
+
+def test_same_config_same_predictions(tiny_run, tmp_path):
+    run_dir, d = tiny_run
+    again = cross_validate(tiny_cfg(d), tmp_path / "again", progress_bars=False)
+    a = pd.read_csv(run_dir / "oof.csv")
+    b = pd.read_csv(again / "oof.csv")
+    np.testing.assert_array_equal(a["logit"].to_numpy(), b["logit"].to_numpy())
+
+
+def test_resume_after_crash_gives_identical_results(tiny_run, tmp_path, monkeypatch):
+    run_dir, d = tiny_run
+    import mammodecomp.train as T
+    real = T._save_state
+    calls = {"n": 0}
+
+    def crashing(*a, **k):
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 4:          # fold 2, after its first epoch
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(T, "_save_state", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(tiny_cfg(d), tmp_path / "crash", progress_bars=False)
+    assert not (tmp_path / "crash" / "oof.csv").exists()
+    monkeypatch.setattr(T, "_save_state", real)
+    cross_validate(tiny_cfg(d), tmp_path / "crash", progress_bars=False)
+    a = pd.read_csv(run_dir / "oof.csv")
+    b = pd.read_csv(tmp_path / "crash" / "oof.csv")
+    np.testing.assert_array_equal(a["logit"].to_numpy(), b["logit"].to_numpy())
+
+
+def test_resume_refuses_a_different_config(tiny_run):
+    run_dir, d = tiny_run
+    with pytest.raises(InputError, match="different config"):
+        cross_validate(tiny_cfg(d, "train.lr=0.5"), run_dir, progress_bars=False)
+
+
+def test_predict_fold_reproduces_out_of_fold_probabilities(tiny_run):
+    from mammodecomp.predict import predict
+    run_dir, _ = tiny_run
+    run = load_run(run_dir)
+    oof = run.oof
+    for f in sorted(oof["fold"].unique()):
+        ids = oof.loc[oof["fold"] == f, "roi_id"]
+        man = run.manifest.set_index("roi_id").loc[ids].reset_index()
+        got = predict(run_dir, man, fold=int(f))
+        want = oof.set_index("roi_id").loc[got["roi_id"], "prob"].to_numpy()
+        np.testing.assert_allclose(got["prob"].to_numpy(), want, atol=1e-5)
+
+
+def test_onnx_export_matches_torch(tiny_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mammodecomp.export import export_onnx
+    run_dir, _ = tiny_run
+    path = export_onnx(run_dir, tmp_path / "exp")
+    assert path.is_file() and (tmp_path / "exp" / "MODEL_CARD.md").is_file()
+    assert "Research only" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()
+
+
+def test_seed_recipe_uses_contiguous_folds_validated_on_test(tmp_path):
+    cfg = tiny_cfg(tmp_path, "model.kwargs={width: 0.0625}", "train.epochs=2", recipe="seed")
+    run = load_run(cross_validate(cfg, tmp_path / "seed", progress_bars=False))
+    assert run.summary["validated_on_test"] is True
+    assert run.summary["cv_scheme"] == "contiguous"
