@@ -1,0 +1,63 @@
+"""``mammodecomp data``: summarise a data set and build its manifest.
+
+``data summary --source mias --root DIR [--task T] [--json]`` prints the
+counts of :func:`mammodecomp.sources.summarize`; ``data build --source ...
+--root ... --out manifest.parquet`` writes the validated manifest
+(Parquet, or CSV by suffix) atomically.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from . import data_app
+
+
+def summary_line(s: dict) -> str:
+    """One human line of a :func:`~mammodecomp.sources.summarize` dict.
+
+    >>> summary_line({"rois": 3, "classes": {"benign": 1, "malignant": 2}, "patients": 2,
+    ...               "films": 2, "located_rois": 3, "patients_with_rois": 2,
+    ...               "dataset": {"films": 5, "patients": 4}})
+    '5 films, 4 patients; 3 ROIs (3 located) = 1 benign + 2 malignant from 2 patients'
+    """
+    ds = s.get("dataset", {})
+    films, patients = ds.get("films", s["films"]), ds.get("patients", s["patients"])
+    classes = " + ".join(f"{n} {name}" for name, n in s["classes"].items())
+    return (f"{films} films, {patients} patients; {s['rois']} ROIs ({s['located_rois']} located) = {classes} "
+            f"from {s['patients']} patients")
+
+
+@data_app.command("summary")
+def summary(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vindr-mammo, csv, folder, synthetic"),
+            root: Path = typer.Option(..., "--root", help="the data set's folder (csv: the CSV file)"),
+            task: str = typer.Option("benign-malignant", "--task", help="e.g. benign-malignant, normal-abnormal"),
+            as_json: bool = typer.Option(False, "--json", help="print the full summary as JSON")) -> None:
+    """Count films, patients, ROIs and classes of a data set."""
+    from ..sources import build_manifest, summarize
+
+    s = summarize(build_manifest(source, root, task=task))
+    if as_json:
+        typer.echo(json.dumps(s, indent=2, default=str))
+        return
+    typer.echo(f"{s['source']} ({s['task']}): {summary_line(s)}")
+    if s["dropped"]:
+        typer.echo("dropped: " + ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()))
+
+
+@data_app.command("build")
+def build(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vindr-mammo, csv, folder, synthetic"),
+          root: Path = typer.Option(..., "--root", help="the data set's folder (csv: the CSV file)"),
+          out: Path = typer.Option(..., "--out", help="manifest file to write (.parquet or .csv)"),
+          task: str = typer.Option("benign-malignant", "--task", help="e.g. benign-malignant, normal-abnormal"),
+          seed: int = typer.Option(0, "--seed", help="seed for drawn patches (mias normal-abnormal)")) -> None:
+    """Build and validate a manifest, and write it atomically."""
+    from ..manifest import save_manifest
+    from ..sources import build_manifest, summarize
+
+    kw = {"seed": seed} if source == "mias" else {}
+    df = build_manifest(source, root, task=task, **kw)
+    save_manifest(df, out)
+    typer.echo(f"wrote {out} ({summary_line(summarize(df))})")
