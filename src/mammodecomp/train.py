@@ -178,6 +178,17 @@ def _save_weights(path: Path, model: nn.Module) -> None:
         f.write(st_save(sd))
 
 
+def safe_torch_load(path: Path, map_location=None):
+    """``torch.load`` with ``weights_only=True``; a pickle that needs code is refused."""
+    import pickle
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"refusing to load checkpoint: it is not a plain tensor file ({first[:160]}); "
+                         "delete it to restart this fold", path=path) from None
+
+
 def load_weights(path: Path) -> dict:
     from safetensors.torch import load_file
     return load_file(str(path))
@@ -215,7 +226,7 @@ def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, v
     start = 0
     state_path, hist_path, best_path = out / "state.pt", out / "history.csv", out / "model.safetensors"
     if state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=True)
+        st = safe_torch_load(state_path, map_location=device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
@@ -431,7 +442,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
         c = cfg.cv
         plan = make_split_plan(df, n_folds=c.n_folds, n_repeats=c.n_repeats, seed=c.seed, scheme=c.scheme,
                                inner_fraction=c.inner_fraction)
-        check_plan(plan, df)
+        check_plan(plan, df, scheme=c.scheme)
         with atomic_write(plan_path, "w") as f:
             plan.to_csv(f, index=False)
         run_info = {"format": RUN_FORMAT, "version": __version__, "recipe": cfg.recipe,
