@@ -94,8 +94,8 @@ def prepare_inputs(cfg: Config, out: str | Path, *, manifest: pd.DataFrame | Non
             df[col] = meta.loc[df["roi_id"], col].to_numpy() if meta.index.name == "roi_id" else meta[col].to_numpy()
     dec = cfg.decomposition
     store = DecompStore(store_dir)
-    comps = store.get_or_compute(rois, dec.method, dec.k, dict(dec.params))
-    comp_path = Path(getattr(comps, "filename", "") or store.path_for(store.key(rois, dec.method, dec.k, dict(dec.params))))
+    comps = store.get_or_compute(rois, dec.method, dec.k, dict(dec.params), progress=progress)
+    comp_path = store.path(store.key(rois, dec.method, dec.k, dict(dec.params)))
     h = hashlib.sha256(rois.tobytes()).hexdigest()[:16]
     rois_path = store_dir / f"rois-{h}.npy"
     if not rois_path.is_file():

@@ -267,7 +267,7 @@ def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, v
             if l2 is not None:
                 reg = l2()
                 loss = loss + reg
-                reg_total += float(reg)
+                reg_total += float(reg.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
