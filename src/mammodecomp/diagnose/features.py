@@ -1,0 +1,259 @@
+"""Evidence from cheap feature models on the run's own folds.
+
+* shortcuts: the AUC of nuisance features alone (lesion size / crop scale,
+  mean intensity, background and border fraction, view, source), via
+  ``baselines.shortcut_aucs``;
+* the null: a label-permutation test of the cheapest recipe (logistic
+  regression on texture features) and whether the run's OOF AUC is
+  distinguishable from chance (its CI lower bound above 0.5);
+
+  (shortcuts and the null ask about the *data*: for a run on the question's
+  contiguous folds they use grouped folds instead, see :func:`probe_plan`)
+* the texture-feature baseline against the run's recipe (DeLong, paired on
+  the same ROIs);
+* the feature ablation (raw ROI vs components vs both) when the study has no
+  sibling runs for it (see :mod:`.ablation`).
+
+Texture features are computed once per input and shared by these checks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _baseline_api as api
+from ._common import finding, fmt, safe_auc
+
+#: a nuisance feature alone reaching this AUC is a shortcut the CNN can take
+SHORTCUT_HIGH = 0.70
+SHORTCUT_MEDIUM = 0.60
+#: permutation p-value above this: the cheapest recipe finds no signal
+PERM_ALPHA = 0.05
+#: the recipe is "no better than the baseline" when its AUC is below baseline + this
+BASELINE_MARGIN = 0.02
+
+
+class FeatureCache:
+    """Texture features of the run's inputs, computed on first use.
+
+    Inputs: ``"raw"`` (the ROI, one channel), ``"components"`` (the
+    decomposition, one feature block per component), ``"both"``.
+    """
+
+    def __init__(self, run):
+        self.run = run
+        self._cache: dict = {}
+
+    def _components(self):
+        c = self.run.components()
+        if c is None:
+            return None
+        variant = self.run.cfg("decomposition.variant", "components")
+        if variant == "components+raw" and c.shape[1] > 1:
+            return c[:, :-1]
+        if variant == "raw":
+            return None
+        return c
+
+    def get(self, kind: str):
+        if kind in self._cache:
+            return self._cache[kind]
+        if kind == "raw":
+            r = self.run.rois()
+            out = None if r is None else api.texture_features(np.asarray(r, dtype=np.float32))
+        elif kind == "components":
+            c = self._components()
+            out = None if c is None else api.texture_features(np.asarray(c, dtype=np.float32))
+        elif kind == "both":
+            a, b = self.get("raw"), self.get("components")
+            out = None if a is None or b is None else np.concatenate([b, a], axis=1)
+        else:
+            raise ValueError(f"unknown feature input {kind!r}")
+        self._cache[kind] = out
+        return out
+
+    def default(self):
+        """The features of the run's own input variant."""
+        v = self.run.cfg("decomposition.variant", "components")
+        order = {"raw": ("raw",), "components+raw": ("both", "components", "raw")}.get(
+            v, ("components", "raw"))
+        for k in order:
+            x = self.get(k)
+            if x is not None:
+                return k, x
+        return None, None
+
+
+def headline(run) -> dict:
+    """Pooled OOF AUC of the run with its patient-bootstrap 95% CI."""
+    from ..metrics import bootstrap_auc_ci
+    p = run.pooled
+    y, prob, g = p["label"].to_numpy(), p["prob"].to_numpy(), p["patient_id"].to_numpy()
+    auc = safe_auc(y, prob)
+    lo = hi = float("nan")
+    s = run.summary or {}
+    ci = s.get("auc_ci") or s.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and abs(float(s.get("auc", auc) or auc) - auc) < 1e-6:
+        lo, hi = float(ci[0]), float(ci[1])
+    elif len(np.unique(y)) == 2:
+        out = bootstrap_auc_ci(y, prob, g, n_boot=1000, seed=0)
+        lo, hi = _ci(out)
+    return {"auc": auc, "ci_low": lo, "ci_high": hi, "n_rois": int(len(p)),
+            "n_patients": int(p["patient_id"].nunique()), "prevalence": float(y.mean()) if len(y) else None}
+
+
+def _ci(out) -> tuple[float, float]:
+    if isinstance(out, dict):
+        if "ci" in out:
+            return float(out["ci"][0]), float(out["ci"][1])
+        lo = out.get("low", out.get("ci_low", out.get("lower")))
+        hi = out.get("high", out.get("ci_high", out.get("upper")))
+        return float(lo), float(hi)
+    out = tuple(out)
+    return (float(out[-2]), float(out[-1])) if len(out) >= 2 else (float("nan"), float("nan"))
+
+
+def probe_plan(run):
+    """The folds for questions about the *data* (shortcuts, the null).
+
+    The run's own plan, except when the run used the question's contiguous
+    folds: on an ordered manifest those break every learner (a fold trained on
+    one class), which says nothing about shortcuts or signal; stratified
+    patient-grouped folds with the run's seed are used instead.
+
+    Returns
+    -------
+    (plan or None for the run's own, a phrase naming the folds)
+    """
+    if run.cfg("cv.scheme") != "contiguous":
+        return None, "the run's folds"
+    from ..cv import make_split_plan
+    plan = make_split_plan(run.manifest, n_folds=int(run.cfg("cv.n_folds", 5)), scheme="grouped",
+                           seed=int(run.cfg("cv.seed", 0) or 0))
+    return plan, "grouped folds (this run's contiguous folds would confound it)"
+
+
+def shortcuts(run, recipe_auc: float) -> dict:
+    """AUC of each nuisance feature alone, on the run's folds (grouped folds
+    for a contiguous run, see :func:`probe_plan`)."""
+    plan, folds_note = probe_plan(run)
+    aucs = api.shortcut_aucs(run, plan)
+    aucs = {k: v for k, v in aucs.items() if v is not None and np.isfinite(v)}
+    if not aucs:
+        return finding("shortcut.nuisance", "shortcut", "Shortcut features", "info",
+                       "no nuisance feature columns to test", values={"aucs": {}})
+    # out-of-fold AUC: the direction is learnt on the training part, so an AUC
+    # below 0.5 is a failure to transfer (e.g. skewed folds), not a signal
+    strength = dict(aucs)
+    top = max(strength, key=strength.get)
+    s = strength[top]
+    sev = "high" if s >= SHORTCUT_HIGH else "medium" if s >= SHORTCUT_MEDIUM else "ok"
+    return finding(
+        "shortcut.nuisance", "shortcut", "Shortcut features", sev,
+        f"OOF AUC of each nuisance feature alone on {folds_note}: "
+        + ", ".join(f"{k} {fmt(v, 2)}" for k, v in sorted(aucs.items(), key=lambda kv: -strength[kv[0]]))
+        + f"; the recipe reaches {fmt(recipe_auc)}",
+        values={"aucs": aucs, "strongest": top, "strongest_auc": s, "recipe_auc": recipe_auc,
+                "folds": "run" if plan is None else "grouped"},
+        figure="shortcuts",
+        meaning=(f"'{top}' alone separates the classes (AUC {fmt(s, 2)}): a CNN can score by it "
+                 "(crop scale, film brightness, border) instead of by the lesion."
+                 if sev != "ok" else "No acquisition or cropping feature alone predicts the label."),
+        fix=("Crop at a fixed physical field of view (data.fov_mm / crop_mode=fixed), normalise intensity "
+             "per ROI, and check the recipe's AUC within strata of that feature." if sev != "ok" else ""))
+
+
+def null_findings(run, feats: FeatureCache, head: dict, n_permutations: int, seed: int) -> list[dict]:
+    """The permutation null of the feature baseline and the run's CI vs chance."""
+    out = []
+    kind, X = feats.default()
+    plan, folds_note = probe_plan(run)
+    if X is not None and n_permutations > 0:
+        perm = api.permutation_test(X, run, n_permutations=n_permutations, seed=seed, plan=plan)
+        p = perm["p"]
+        null = np.asarray(perm["null"], dtype=float)
+        # with fewer than 1/alpha - 1 permutations p can never reach alpha: no verdict then
+        enough = (1.0 / (1 + n_permutations)) <= PERM_ALPHA
+        sev = ("high" if p > PERM_ALPHA else "ok") if enough else "info"
+        out.append(finding(
+            "null.permutation", "null", "Label-permutation test (feature baseline)", sev,
+            f"texture-feature logistic regression ({kind}, on {folds_note}) OOF AUC {fmt(perm['observed'])} vs "
+            f"{len(null)} label permutations (null mean {fmt(np.mean(null) if len(null) else None)}, "
+            f"95th percentile {fmt(np.quantile(null, .95) if len(null) else None)}): p = {fmt(p, 3)}",
+            values={"observed": perm["observed"], "p": p, "null": null.tolist(), "n_permutations": len(null),
+                    "input": kind, "folds": "run" if plan is None else "grouped"},
+            figure="permutation",
+            meaning=("The cheapest recipe finds no more signal than with shuffled labels: the labels may "
+                     "not be learnable from these ROIs at this size." if sev == "high" else
+                     "The data carry real signal: a model that does worse than this baseline is the problem, "
+                     "not the data."),
+            fix="Check labels and ROI extraction before tuning networks." if sev == "high" else "",
+            notes="" if enough else f"{n_permutations} permutations cannot give p <= {PERM_ALPHA}; "
+                                    "use --permutations 100 or more for a verdict"))
+    else:
+        out.append(finding("null.permutation", "null", "Label-permutation test (feature baseline)", "info",
+                           "not run (--permutations 0 or no inputs for texture features)",
+                           values={"skipped": True}))
+    lo, hi = head["ci_low"], head["ci_high"]
+    known = lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi)
+    above = known and lo > 0.5
+    below = known and hi < 0.5
+    state = "above" if above else "below" if below else "includes"
+    out.append(finding(
+        "null.chance", "null", "Is the recipe better than chance?", "ok" if above else "high",
+        f"pooled OOF AUC {fmt(head['auc'])} (95% patient-bootstrap CI {fmt(lo)} to {fmt(hi)}); "
+        + {"above": "the CI lower bound is above 0.5",
+           "below": "the whole CI is below 0.5: the predictions are systematically inverted",
+           "includes": "the CI includes 0.5"}[state],
+        values={**head, "vs_chance": state}, figure="roc",
+        meaning={"above": "The recipe beats chance; whether it beats simpler recipes is below.",
+                 "below": "Worse than a coin flip: each fold's model learnt a class prior opposite to its "
+                          "test fold's, the signature of folds with skewed class ratios.",
+                 "includes": "This run cannot be told apart from a coin flip."}[state],
+        fix="" if above else "See the causes ranked above; compare with the feature baseline."))
+    return out
+
+
+def baseline_comparison(run, feats: FeatureCache) -> tuple[dict, dict]:
+    """Texture-feature baseline vs the run's recipe on the same ROIs.
+
+    Returns the finding and the baseline OOF probabilities per input kind.
+    """
+    from ..metrics import delong_test
+    pooled = run.pooled
+    rows = pooled["row"].to_numpy()
+    y = pooled["label"].to_numpy()
+    probs, res = {}, {}
+    for kind in ("components", "raw"):
+        X = feats.get(kind)
+        if X is None:
+            continue
+        p = api.oof_probs(X, run)
+        probs[kind] = p
+        sel = np.isfinite(p[rows])
+        if sel.sum() < 4 or len(np.unique(y[sel])) < 2:
+            continue
+        d = delong_test(y[sel], pooled["prob"].to_numpy()[sel], p[rows][sel])
+        res[kind] = {"baseline_auc": float(d["auc2"]), "recipe_auc": float(d["auc1"]),
+                     "diff": float(d["diff"]), "ci": [float(d["ci"][0]), float(d["ci"][1])], "p": float(d["p"]),
+                     "n": int(sel.sum())}
+    if not res:
+        return finding("baseline.texture", "baseline", "Texture-feature baseline", "info",
+                       "not measured: no inputs for texture features", values={"skipped": True}), probs
+    best = max(res, key=lambda k: res[k]["baseline_auc"])
+    b = res[best]
+    worse = b["recipe_auc"] < b["baseline_auc"] - BASELINE_MARGIN
+    sig = worse and b["p"] < PERM_ALPHA
+    sev = "high" if sig else "medium" if worse else "ok"
+    return finding(
+        "baseline.texture", "baseline", "Texture-feature baseline on the same folds", sev,
+        "logistic regression on texture features: "
+        + "; ".join(f"{k} AUC {fmt(v['baseline_auc'])}" for k, v in res.items())
+        + f"; the recipe: {fmt(b['recipe_auc'])} (recipe - best baseline = {fmt(b['diff'])}, "
+          f"95% CI {fmt(b['ci'][0])} to {fmt(b['ci'][1])}, DeLong p = {fmt(b['p'], 3)})",
+        values={"comparisons": res, "best_input": best},
+        figure="ablation",
+        meaning=("A logistic regression on a few dozen texture numbers per component does better than "
+                 "the network: the network has not learnt more than those statistics."
+                 if worse else "The network does at least as well as hand-crafted texture features."),
+        fix=("Start from the baseline and add capacity only while the paired AUC improves "
+             "(recipe small or finetune)." if worse else "")), probs
