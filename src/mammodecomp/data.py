@@ -64,6 +64,11 @@ def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
             synth.write_synthetic(root, n_patients=s.n_patients, size=s.size, seed=s.seed,
                                   difficulty=s.difficulty, label_noise=s.label_noise, prevalence=s.prevalence)
         df = load_manifest(root / "manifest.parquet")
+        if d.crop_mode == "context" and {"lesion_row", "lesion_col", "lesion_radius_px"} <= set(df.columns):
+            # the generator knows where its lesion is: crop around it, as for a real data set
+            df["center_row"] = df["lesion_row"].astype(float)
+            df["center_col"] = df["lesion_col"].astype(float)
+            df["radius"] = df["lesion_radius_px"].astype(float)
     else:
         from .sources import build_manifest
         if not d.root:
