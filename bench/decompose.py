@@ -190,18 +190,9 @@ def run(quick: bool) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = REPO / "BENCHMARKS.md") -> None:
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if SECTION in old:
-        head, rest = old.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+def write_section(text: str) -> None:
+    from _common import write_section as _write
+    _write(text, SECTION.removeprefix("## ").strip())
 
 
 def figures(out: Path = REPO / "docs" / "figures", k: int = 5) -> None:

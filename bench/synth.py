@@ -133,14 +133,9 @@ def section(r: dict) -> str:
 
 
 def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(r"^## Synthetic generator\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with atomic_write(path, "w") as f:
-        f.write(new.rstrip("\n") + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import write_section as _write
+    _write(text, "Synthetic generator", path)
 
 
 def main(argv=None) -> None:

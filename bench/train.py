@@ -183,18 +183,10 @@ def table(results: list[dict], batch: int) -> str:
     return "\n".join(rows)
 
 
-def write_section(text: str, heading: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace the section starting at ``heading`` (up to the next '## ') or append it."""
-    sys.path.insert(0, str(ROOT / "src"))
-    from mammodecomp.io import atomic_write
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(heading + "\n")
-    if start >= 0:
-        nxt = old.find("\n## ", start + len(heading))
-        old = old[:start].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
-    new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    with atomic_write(path, "w") as f:
-        f.write(new)
+def write_section(text: str, heading: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import write_section as _write
+    _write(text, heading.removeprefix("## ").strip())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,7 +96,7 @@ class CVConfig(_Strict):
     n_repeats: int = Field(1, ge=1)
     seed: int = 0
     inner_fraction: float = Field(0.2, gt=0, lt=0.5)
-    n_boot: int = Field(1000, ge=0)
+    n_boot: int = Field(1000, ge=10)
 
 
 class Config(_Strict):

@@ -409,8 +409,9 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     >>> from mammodecomp.config import resolve_config
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> cfg = resolve_config(recipe="small", overrides=["data.synth.n_patients=12", "data.roi_size=32",
-    ...     "train.epochs=1", "cv.n_folds=2", "cv.n_boot=0", f"decomposition.store={d}/store"])
+    >>> cfg = resolve_config(recipe="small", overrides=["data.synth.n_patients=16", "data.roi_size=32",
+    ...     "data.synth.size=64", "train.epochs=1", "cv.n_folds=2", "cv.n_boot=20",
+    ...     f"decomposition.store={d}/store"])
     >>> run = cross_validate(cfg, d / "run", progress_bars=False)
     >>> sorted(p.name for p in run.iterdir())[:4]
     ['config.yaml', 'folds', 'manifest.parquet', 'oof.csv']

@@ -1,0 +1,120 @@
+"""The results table: recipes and input variants, out-of-fold AUC with patient-bootstrap CIs.
+
+Usage (from the repository root, after `make setup`):
+    .venv/bin/python bench/study.py --synthetic          # the demo's data, 5 arms
+    .venv/bin/python bench/study.py --mias               # mini-MIAS, probe 5x5 and small 5x1
+    .venv/bin/python bench/study.py --synthetic --mias   # both; writes BENCHMARKS.md "Results"
+
+mini-MIAS is read from ../shared/data/mini-mias (or --mias-root). Every arm of
+one study shares its ROIs and (for grouped folds) its folds, so the DeLong
+p-values against the components arm are paired tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from _common import ROOT, write_section
+
+from mammodecomp.config import resolve_config
+from mammodecomp.metrics import delong_test
+from mammodecomp.study import run_study
+
+MIAS = ROOT.parent / "shared" / "data" / "mini-mias"
+
+
+def _row(study: Path, arm: str, ref: str | None, data: str) -> dict:
+    import pandas as pd
+    s = json.loads((study / arm / "summary.json").read_text())
+    r = {"data": data, "arm": arm, "recipe": s["recipe"], "model": s["model"], "variant": s["variant"],
+         "cv": f"{s['cv_scheme']} {s['n_folds']}x{s['n_repeats']}", "rois": s["n_rois"],
+         "auc": s["auc"], "ci": s["auc_ci"], "train_auc": s.get("final_train_auc_mean"),
+         "seconds": s["elapsed_s"], "p_vs_ref": None}
+    if ref and ref != arm and (study / ref / "oof.csv").is_file():
+        a = pd.read_csv(study / arm / "oof.csv").groupby("roi_id").agg(label=("label", "first"), prob=("prob", "mean"))
+        b = pd.read_csv(study / ref / "oof.csv").groupby("roi_id").agg(prob=("prob", "mean"))
+        j = a.join(b, rsuffix="_ref", how="inner")
+        r["p_vs_ref"] = delong_test(j["label"].to_numpy(), j["prob"].to_numpy(), j["prob_ref"].to_numpy())["p"]
+    return r
+
+
+def synthetic(out: Path) -> list[dict]:
+    base = resolve_config(recipe="small", overrides=[
+        "data.synth.n_patients=100", "data.synth.size=160", "data.synth.difficulty=0.2", "data.roi_size=64",
+        f"decomposition.store={out / '.store'}"])
+    arms = {"small": ("small", ["train.epochs=15"]),
+            "small-raw": ("small", ["train.epochs=15", "decomposition.variant=raw"]),
+            "small-components+raw": ("small", ["train.epochs=15", "decomposition.variant=components+raw"]),
+            "seed": ("seed", ["train.epochs=40", "train.batch_size=8"]),
+            "probe": ("probe", [])}
+    run_study(base, out / "synthetic", arms)
+    oracle = json.loads(next((out / "data").glob("synthetic-*/synth.json")).read_text())["oracle_auc"]
+    rows = [_row(out / "synthetic", a, "small", f"synthetic (oracle AUC {oracle:.3f})") for a in arms]
+    return rows
+
+
+def mias(out: Path, root: Path, repeats: int) -> list[dict]:
+    rows = []
+    for task in ("benign-malignant", "normal-abnormal"):
+        base = resolve_config(recipe="probe", overrides=[
+            "data.source=mias", f"data.root={root}", f"data.task={task}", "data.roi_size=224",
+            "cv.n_repeats=5", f"decomposition.store={out / '.store'}"])
+        arms = {"probe": ("probe", []), "probe-raw": ("probe", ["decomposition.variant=raw"]),
+                "probe-components+raw": ("probe", ["decomposition.variant=components+raw"])}
+        run_study(base, out / f"mias-{task}-probe", arms)
+        rows += [_row(out / f"mias-{task}-probe", a, "probe", f"mini-MIAS {task}") for a in arms]
+    base = resolve_config(recipe="small", overrides=[
+        "data.source=mias", f"data.root={root}", "data.task=benign-malignant", "data.roi_size=64",
+        f"cv.n_repeats={repeats}", f"decomposition.store={out / '.store'}"])
+    arms = {"small": ("small", ["train.epochs=15"]), "small-raw": ("small", ["train.epochs=15", "decomposition.variant=raw"]),
+            "small-components+raw": ("small", ["train.epochs=15", "decomposition.variant=components+raw"])}
+    run_study(base, out / "mias-benign-malignant-small", arms)
+    rows += [_row(out / "mias-benign-malignant-small", a, "small", "mini-MIAS benign-malignant") for a in arms]
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] | DeLong p vs components arm | final train AUC | time |",
+             "|---|---|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        p = "" if r["p_vs_ref"] is None else f"{r['p_vs_ref']:.3f}"
+        tr = "" if r["train_auc"] is None else f"{r['train_auc']:.2f}"
+        lines.append(f"| {r['data']} | {r['arm']} ({r['recipe']}, {r['variant']}) | {r['cv']} | {r['rois']} | "
+                     f"{r['auc']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | {p} | {tr} | {r['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument("--mias", action="store_true")
+    ap.add_argument("--mias-root", type=Path, default=MIAS)
+    ap.add_argument("--small-repeats", type=int, default=1, help="repeats of the small recipe on mini-MIAS")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-study")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows = []
+    if a.synthetic:
+        rows += synthetic(a.out)
+    if a.mias:
+        rows += mias(a.out, a.mias_root, a.small_repeats)
+    text = "\n".join([
+        "## Results", "",
+        f"Command: `.venv/bin/python bench/study.py{' --synthetic' if a.synthetic else ''}"
+        f"{' --mias' if a.mias else ''}`; machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
+        f"whole run {time.perf_counter() - t0:.0f} s. OOF = pooled out-of-fold predictions (mean over repeats "
+        "per ROI for DeLong); CI = 95% patient-level bootstrap. Grouped folds are stratified by label and "
+        "grouped by patient; the seed arm keeps the question's contiguous folds.", "",
+        table(rows), ""])
+    print(text)
+    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    if not a.no_write:
+        write_section(text, "Results")
+
+
+if __name__ == "__main__":
+    main()
