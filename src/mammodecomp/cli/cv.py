@@ -35,7 +35,7 @@ def cv_cmd(
 @app.command("study")
 def study_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config for the shared data/decomposition/cv sections."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override a shared config key (repeatable)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a config key (repeatable); data.*, decomposition.* and cv.* are shared, train.* and model.* go to every arm."),
     arms: str = typer.Option("small,seed,raw,components+raw", "--arms", help="Comma-separated arms: small, seed, raw, components+raw, finetune, probe."),
     out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Study directory (one run directory per arm)."),
 ):
@@ -47,11 +47,13 @@ def study_cmd(
     from ..errors import InputError
     from ..study import DEFAULT_ARMS, run_study
     base = resolve_config(config, recipe="small", overrides=set_)
+    # train.* and model.* overrides apply to every arm (on top of its recipe)
+    per_arm = [s for s in set_ if s.split("=", 1)[0].strip().split(".")[0] in ("train", "model")]
     known = dict(DEFAULT_ARMS, finetune=("finetune", []), probe=("probe", []))
     chosen = {}
     for a in [a.strip() for a in arms.split(",") if a.strip()]:
         if a not in known:
             raise InputError(f"unknown arm '{a}'; expected some of: {', '.join(known)}")
-        chosen[a] = known[a]
+        chosen[a] = (known[a][0], list(known[a][1]) + per_arm)
     run_study(base, out, chosen)
     typer.echo(f"study written to {out}; next: mammodecomp report {out}")

@@ -35,7 +35,10 @@ def summary(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, v
             root: Path = typer.Option(..., "--root", help="the data set's folder (csv: the CSV file)"),
             task: str = typer.Option("benign-malignant", "--task", help="e.g. benign-malignant, normal-abnormal"),
             as_json: bool = typer.Option(False, "--json", help="print the full summary as JSON")) -> None:
-    """Count films, patients, ROIs and classes of a data set."""
+    """Count films, patients, ROIs and classes of a data set.
+
+    Example: mammodecomp data summary --source mias --root ../shared/data/mini-mias
+    """
     from ..sources import build_manifest, summarize
 
     s = summarize(build_manifest(source, root, task=task))
@@ -53,7 +56,10 @@ def build(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vin
           out: Path = typer.Option(..., "--out", help="manifest file to write (.parquet or .csv)"),
           task: str = typer.Option("benign-malignant", "--task", help="e.g. benign-malignant, normal-abnormal"),
           seed: int = typer.Option(0, "--seed", help="seed for drawn patches (mias normal-abnormal)")) -> None:
-    """Build and validate a manifest, and write it atomically."""
+    """Build and validate a manifest, and write it atomically.
+
+    Example: mammodecomp data build --source mias --root ../shared/data/mini-mias --out manifest.parquet
+    """
     from ..manifest import save_manifest
     from ..sources import build_manifest, summarize
 

@@ -42,7 +42,10 @@ def decompose_command(
     append_raw: bool = typer.Option(False, "--append-raw", help="Append the ROI as an extra channel."),
     dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16 or float32."),
 ) -> None:
-    """Extract ROIs, decompose them (batched, cached) and print the store entry."""
+    """Extract ROIs, decompose them (batched, cached) and print the store entry.
+
+    Example: mammodecomp decompose --manifest manifest.parquet --method vmd -k 5 --size 320 --out store
+    """
     from ..decompose import METHODS
     from ..manifest import load_manifest
     from ..progress import quiet

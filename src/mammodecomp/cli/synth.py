@@ -20,7 +20,10 @@ def synth_command(
     prevalence: float = typer.Option(0.5, "--prevalence", help="Fraction of malignant patients."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
 ) -> None:
-    """Generate mammogram-like ROIs, write them with a manifest and print the oracle AUC."""
+    """Generate mammogram-like ROIs, write them with a manifest and print the oracle AUC.
+
+    Example: mammodecomp synth --out data/synthetic --patients 200 --seed 0
+    """
     from ..io import read_json
     from ..progress import quiet
     from ..synth import write_synthetic
