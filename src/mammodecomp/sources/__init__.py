@@ -53,6 +53,7 @@ def build_manifest(source: str, root: str | Path, task: str = "benign-malignant"
         annotation, or a manifest that fails validation.
     """
     fn = SOURCES.get(source)
+    root = Path(root).absolute()   # a relative root must not be applied twice
     df = fn(root, task=task, **kw)
     attrs = dict(df.attrs)
     out = validate_manifest(df, path=Path(root), root=Path(root) if Path(root).is_dir() else Path(root).parent,
