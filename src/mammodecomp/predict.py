@@ -36,9 +36,12 @@ def _manifest_for(inputs: list[str | Path]) -> pd.DataFrame:
             files.append(p)
     if not files:
         raise InputError("no images given (expected image files, a folder of images, or a manifest)")
-    df = pd.DataFrame({"roi_id": [f.stem if i == 0 or f.stem not in {g.stem for g in files[:i]} else f"{f.stem}_{i}"
-                                  for i, f in enumerate(files)],
-                       "patient_id": [f.stem for f in files], "label": 0,
+    seen: dict[str, int] = {}
+    ids = []
+    for f in files:                       # unique ids: a repeated file name gets _2, _3, ...
+        seen[f.stem] = seen.get(f.stem, 0) + 1
+        ids.append(f.stem if seen[f.stem] == 1 else f"{f.stem}_{seen[f.stem]}")
+    df = pd.DataFrame({"roi_id": ids, "patient_id": [f.stem for f in files], "label": 0,
                        "image_path": [str(f.resolve()) for f in files]})
     return validate_manifest(df, require_both_classes=False)
 
