@@ -104,3 +104,26 @@ def test_seed_recipe_uses_contiguous_folds_validated_on_test(tmp_path):
     run = load_run(cross_validate(cfg, tmp_path / "seed", progress_bars=False))
     assert run.summary["validated_on_test"] is True
     assert run.summary["cv_scheme"] == "contiguous"
+
+
+def test_permuted_labels_keep_patients_and_counts(tmp_path):
+    from mammodecomp.data import build_manifest_for
+    cfg = tiny_cfg(tmp_path, "data.permute_labels=true", "data.permute_seed=3")
+    plain = build_manifest_for(tiny_cfg(tmp_path), tmp_path / "data")
+    perm = build_manifest_for(cfg, tmp_path / "data")
+    assert (plain["roi_id"] == perm["roi_id"]).all()
+    assert plain["label"].sum() == perm["label"].sum()
+    assert (plain["label"] != perm["label"]).any()
+    assert (perm.groupby("patient_id")["label"].nunique() == 1).all()
+
+
+def test_finetune_and_probe_recipes_run_offline(tmp_path):
+    """The pretrained recipes on EfficientNet-Lite0's offline weights, tiny."""
+    ft = tiny_cfg(tmp_path, "train.epochs=1", "data.roi_size=32", recipe="finetune")
+    run = load_run(cross_validate(ft, tmp_path / "ft", progress_bars=False))
+    assert run.summary["model"] == "timm:tf_efficientnet_lite0" and len(run.oof) == len(run.manifest)
+    pr = tiny_cfg(tmp_path, "data.roi_size=32", recipe="probe")
+    run = load_run(cross_validate(pr, tmp_path / "probe", progress_bars=False))
+    assert len(run.oof) == len(run.manifest) and 0 <= run.summary["auc"] <= 1
+    # features are cached in the store: a second run reuses them
+    assert list((tmp_path / "store").glob("probe-*.npy"))

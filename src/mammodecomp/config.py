@@ -49,6 +49,9 @@ class DataConfig(_Strict):
     crop_mode: Literal["context", "fixed"] = "context"
     fov_mm: float | None = Field(None, gt=0)
     synth: SynthConfig = SynthConfig()
+    # a null run: labels permuted between patients (each patient keeps one label pattern)
+    permute_labels: bool = False
+    permute_seed: int = 0
 
 
 class DecompositionConfig(_Strict):
@@ -83,6 +86,9 @@ class TrainConfig(_Strict):
     balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
     amp: Literal["off", "bf16"] = "off"
     channels_last: bool = False
+    device_resident: bool = False  # copy the inputs to the device once (float16); batches indexed there
+    compile: bool = False         # torch.compile the model (the checkpoint keeps plain module names)
+    cudnn_benchmark: bool = False  # cuDNN autotuner while a fold trains (CUDA only; restored after)
     device: str = "auto"
     seed: int = 0
     threads: int | None = None

@@ -76,6 +76,12 @@ def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
         df = build_manifest(d.source, d.root, task=d.task)
     if cfg.data.synth.label_ordered:
         df = df.sort_values("label", kind="stable").reset_index(drop=True)
+    if cfg.data.permute_labels:
+        from .baselines import permute_labels_by_patient
+        df = df.copy()
+        df["label"] = permute_labels_by_patient(df, np.random.default_rng(cfg.data.permute_seed))
+        if "label_name" in df.columns:
+            df["label_name"] = np.where(df["label"] == 1, "malignant (permuted)", "benign (permuted)")
     return df
 
 
