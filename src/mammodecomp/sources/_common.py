@@ -84,12 +84,8 @@ def dicom_spacing(path: str | Path) -> float:
 
 
 def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
-    except OSError:
-        return False
+    from ..io import _looks_dicom
+    return _looks_dicom(path)
 
 
 def list_images(folder: Path) -> list[Path]:
