@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import warnings
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -21,8 +23,10 @@ import numpy as np
 
 from .errors import InputError
 
-#: refuse images above this many pixels (decompression bombs)
+#: refuse images above this many pixels (decompression bombs); the environment
+#: variable ``MAMMODECOMP_MAX_PIXELS`` overrides it where no explicit limit is given
 DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "MAMMODECOMP_MAX_PIXELS"
 
 IMAGE_SUFFIXES = {".png", ".pgm", ".pnm", ".tif", ".tiff", ".dcm", ".dicom", ".jpg", ".jpeg", ".bmp"}
 
@@ -103,12 +107,14 @@ def _to_unit(arr: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray
                 bits = 16
         out = arr.astype(np.float32) / float(2 ** bits - 1)
     else:
-        out = arr.astype(np.float32)
-        if not np.all(np.isfinite(out)):
+        # float64: (hi - lo) of float32 extremes would overflow to Inf and give NaN
+        out64 = arr.astype(np.float64)
+        if not np.all(np.isfinite(out64)):
             raise InputError("image has NaN or Inf pixels; expected finite values", path=path)
-        lo, hi = float(out.min()), float(out.max())
+        lo, hi = float(out64.min()), float(out64.max())
         if lo < 0 or hi > 1:
-            out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+            out64 = (out64 - lo) / (hi - lo) if hi > lo else np.zeros_like(out64)
+        out = out64.astype(np.float32)
     return np.clip(out, 0.0, 1.0)
 
 
@@ -119,13 +125,57 @@ def _check_pixels(shape, path: Path, max_pixels: int) -> None:
                          "(raise max_pixels if this is intended)", path=path)
 
 
-def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return_meta: bool = False):
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: *max_pixels*, else ``$MAMMODECOMP_MAX_PIXELS``, else 100 megapixels.
+
+    Examples
+    --------
+    >>> max_pixels_limit(400)
+    400
+    """
+    if max_pixels is not None:
+        return int(max_pixels)
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"environment variable {MAX_PIXELS_ENV}={raw!r}; expected a positive number of pixels, "
+                         "e.g. 100000000")
+    return value
+
+
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Silence decoder warnings and log records (tifffile, pydicom, PIL) during one read.
+
+    A bad file becomes one InputError line; the libraries' own chatter about
+    it would otherwise print many lines before that line.
+    """
+    loggers = [logging.getLogger(n) for n in ("tifffile", "pydicom", "PIL")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = None, return_meta: bool = False):
     """Read a grey image as float32 in [0, 1].
 
     Parameters
     ----------
     path : file path (PNG, PGM, TIFF, JPEG, BMP or DICOM).
-    max_pixels : refuse larger images before decoding them.
+    max_pixels : refuse larger images before decoding them; default
+        ``$MAMMODECOMP_MAX_PIXELS`` or 100 megapixels (:func:`max_pixels_limit`).
     return_meta : also return a dict with ``bits``, ``pixel_spacing_mm`` and
         ``photometric`` where known.
 
@@ -138,15 +188,17 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, return
     path = Path(path)
     if not path.is_file():
         raise InputError("image file not found", path=path)
+    max_pixels = max_pixels_limit(max_pixels)
     suffix = path.suffix.lower()
     meta: dict = {"bits": None, "pixel_spacing_mm": None, "photometric": None}
-    if suffix in {".dcm", ".dicom"} or _looks_dicom(path):
-        arr, meta = _read_dicom(path, max_pixels)
-        out = arr
-    elif suffix in {".tif", ".tiff"}:
-        out = _read_tiff(path, max_pixels, meta)
-    else:
-        out = _read_pil(path, max_pixels, meta)
+    with _quiet_decoders():
+        if suffix in {".dcm", ".dicom"} or _looks_dicom(path):
+            arr, meta = _read_dicom(path, max_pixels)
+            out = arr
+        elif suffix in {".tif", ".tiff"}:
+            out = _read_tiff(path, max_pixels, meta)
+        else:
+            out = _read_pil(path, max_pixels, meta)
     return (out, meta) if return_meta else out
 
 
@@ -160,7 +212,7 @@ def _looks_dicom(path: Path) -> bool:
 
 
 def _read_pil(path: Path, max_pixels: int, meta: dict) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     try:
         with Image.open(path) as im:
             _check_pixels((im.size[1], im.size[0]), path, max_pixels)
@@ -177,7 +229,10 @@ def _read_pil(path: Path, max_pixels: int, meta: dict) -> np.ndarray:
             arr = np.array(arr)  # force the decode inside the try
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError:
+        raise InputError(f"image is above PIL's decompression-bomb limit (and the limit of {max_pixels} "
+                         "pixels)", path=path) from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types on corrupt input
         raise InputError(f"cannot decode image ({type(e).__name__}: {e}); expected a valid "
                          "PNG/PGM/JPEG/BMP file", path=path) from None
     meta["bits"] = 8 if arr.dtype == np.uint8 else None
@@ -195,13 +250,30 @@ def _read_tiff(path: Path, max_pixels: int, meta: dict) -> np.ndarray:
         raise
     except Exception as e:  # tifffile raises many types on corrupt input
         raise InputError(f"cannot decode TIFF ({type(e).__name__}: {e})", path=path) from None
-    if arr.ndim == 3:
-        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        arr = arr.astype(np.float32) / (255.0 if arr.max() > 1 else 1.0)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype.kind in "uif":
+        grey = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        if np.issubdtype(arr.dtype, np.integer):
+            grey = grey / float(np.iinfo(arr.dtype).max)  # 8- or 16-bit RGB by its own depth
+        elif np.isfinite(grey).all() and grey.max() > 1:
+            grey = grey / 255.0
+        arr = grey
+    if arr.dtype.kind not in "uifb":
+        raise InputError(f"TIFF pixel type {arr.dtype} is not a grey or RGB image", path=path)
     return _to_unit(arr, path)
 
 
 def _read_dicom(path: Path, max_pixels: int):
+    try:
+        return _read_dicom_checked(path, max_pixels)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt headers
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise InputError(f"cannot read DICOM ({type(e).__name__}: {first}); expected a valid single-frame "
+                         "grey DICOM", path=path) from None
+
+
+def _read_dicom_checked(path: Path, max_pixels: int):
     import pydicom
     from pydicom.errors import InvalidDicomError
     try:
@@ -221,6 +293,8 @@ def _read_dicom(path: Path, max_pixels: int):
     if arr.ndim != 2:
         raise InputError(f"expected a single-frame grey DICOM, got pixel array of shape {arr.shape}", path=path)
     bits = int(getattr(ds, "BitsStored", 16))
+    if not 1 <= bits <= 32:
+        raise InputError(f"DICOM BitsStored is {bits}; expected 1 to 32", path=path)
     arr = arr.astype(np.float64)
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)

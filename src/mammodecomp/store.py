@@ -10,6 +10,10 @@ Layout of a store folder::
     STORE/<key>.npy          (N,K,H,W) components, float16 by default
     STORE/<key>.json         what made it (method, k, params, shape, version, info)
     STORE/<key>.lock         file lock held while an entry is written
+    STORE/store.json         the store layout's format and the version that created it
+
+A store whose ``store.json`` names another :data:`STORE_FORMAT` is refused
+with :class:`~mammodecomp.errors.VersionMismatchError` (use a new folder).
 
 Crash safety: an entry is written to a temporary file in the same folder,
 flushed and fsynced, then renamed onto ``<key>.npy``; readers only ever open
@@ -40,11 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .io import write_json
+from .errors import InputError, VersionMismatchError
+from .io import read_json, write_json
 
 #: bump when any decomposition's output changes for the same inputs
 CODE_VERSION = "decompose-1"
+#: bump when the store's layout (file names, sidecars) changes
+STORE_FORMAT = 1
 
 
 def _canon(obj):
@@ -89,13 +95,33 @@ class DecompStore:
 
     def __init__(self, root: str | Path, dtype: str = "float16", lock_timeout: float = 3600.0):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         if np.dtype(dtype) not in (np.dtype(np.float16), np.dtype(np.float32)):
             raise InputError(f"store dtype must be float16 or float32, got {dtype}")
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError("store path exists and is not a folder", path=self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_format()
         self.dtype = np.dtype(dtype)
         self.lock_timeout = lock_timeout
         #: whether the last get_or_compute call computed (True) or reused (False)
         self.last_computed: bool | None = None
+
+    def _check_format(self) -> None:
+        """Refuse a store written with another layout; mark a new store with this one."""
+        from . import __version__
+        marker = self.root / "store.json"
+        if marker.is_file():
+            info = read_json(marker)
+            fmt = info.get("format") if isinstance(info, dict) else None
+            if fmt != STORE_FORMAT:
+                version = info.get("version") if isinstance(info, dict) else "?"
+                raise VersionMismatchError(f"store was written by mammodecomp {version} (store format {fmt}); "
+                                           f"this is format {STORE_FORMAT}: use a new store folder", path=self.root)
+            return
+        try:
+            write_json(marker, {"format": STORE_FORMAT, "version": __version__, "code_version": CODE_VERSION})
+        except PermissionError:  # a read-only store can still serve its entries
+            pass
 
     def key(self, images, method: str, k: int, params: dict | None = None) -> str:
         """A 24-hex-digit key for (pixels, method, k, params, dtype, code version)."""

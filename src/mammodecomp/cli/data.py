@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -30,18 +31,44 @@ def summary_line(s: dict) -> str:
             f"from {s['patients']} patients")
 
 
+def _patient_kw(source: str, patient_from_dicom: bool, salt_file: Path | None, folder: Path | None) -> dict:
+    """Source keywords for DICOM patient pseudonyms; the salt is read or made here.
+
+    Without *salt_file* and *folder* (``data summary``: counts only) a
+    throw-away salt is used.
+    """
+    from ..errors import InputError
+    if not patient_from_dicom:
+        if salt_file is not None:
+            raise InputError("--salt-file is used with --patient-from-dicom only")
+        return {}
+    if source != "folder":
+        raise InputError(f"--patient-from-dicom is for --source folder; source '{source}' takes its patient ids "
+                         "from its own annotation files")
+    import secrets
+
+    from ..privacy import load_or_create_salt, salt_path
+    if salt_file is None and folder is None:
+        return {"patient_from_dicom": True, "salt": secrets.token_hex(32)}
+    return {"patient_from_dicom": True,
+            "salt": load_or_create_salt(salt_file if salt_file is not None else salt_path(folder))}
+
+
 @data_app.command("summary")
 def summary(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vindr-mammo, csv, folder, synthetic"),
             root: Path = typer.Option(..., "--root", help="the data set's folder (csv: the CSV file)"),
             task: str = typer.Option("benign-malignant", "--task", help="e.g. benign-malignant, normal-abnormal"),
-            as_json: bool = typer.Option(False, "--json", help="print the full summary as JSON")) -> None:
+            as_json: bool = typer.Option(False, "--json", help="print the full summary as JSON"),
+            patient_from_dicom: bool = typer.Option(
+                False, "--patient-from-dicom",
+                help="folder source: count patients by DICOM PatientID (hashed with a throw-away salt)")) -> None:
     """Count films, patients, ROIs and classes of a data set.
 
     Example: mammodecomp data summary --source mias --root ../shared/data/mini-mias
     """
     from ..sources import build_manifest, summarize
 
-    s = summarize(build_manifest(source, root, task=task))
+    s = summarize(build_manifest(source, root, task=task, **_patient_kw(source, patient_from_dicom, None, None)))
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
         return
@@ -55,7 +82,14 @@ def build(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vin
           root: Path = typer.Option(..., "--root", help="the data set's folder (csv: the CSV file)"),
           out: Path = typer.Option(..., "--out", help="manifest file to write (.parquet or .csv)"),
           task: str = typer.Option("benign-malignant", "--task", help="e.g. benign-malignant, normal-abnormal"),
-          seed: int = typer.Option(0, "--seed", help="seed for drawn patches (mias normal-abnormal)")) -> None:
+          seed: int = typer.Option(0, "--seed", help="seed for drawn patches (mias normal-abnormal)"),
+          patient_from_dicom: bool = typer.Option(
+              False, "--patient-from-dicom",
+              help="folder source: patient = salted hash of each DICOM's PatientID (never the ID itself)"),
+          salt_file: Optional[Path] = typer.Option(
+              None, "--salt-file",
+              help="salt for --patient-from-dicom (default: .mammodecomp-salt beside --out, made with mode "
+                   "0600 if missing, reused if present)")) -> None:
     """Build and validate a manifest, and write it atomically.
 
     Example: mammodecomp data build --source mias --root ../shared/data/mini-mias --out manifest.parquet
@@ -64,6 +98,7 @@ def build(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vin
     from ..sources import build_manifest, summarize
 
     kw = {"seed": seed} if source == "mias" else {}
+    kw.update(_patient_kw(source, patient_from_dicom, salt_file, out.parent))
     df = build_manifest(source, root, task=task, **kw)
     save_manifest(df, out)
     typer.echo(f"wrote {out} ({summary_line(summarize(df))})")

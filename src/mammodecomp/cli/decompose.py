@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -41,12 +42,16 @@ def decompose_command(
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE (repeatable)."),
     append_raw: bool = typer.Option(False, "--append-raw", help="Append the ROI as an extra channel."),
     dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16 or float32."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels",
+                                             help="Refuse images above this many pixels (default "
+                                                  "$MAMMODECOMP_MAX_PIXELS or 100000000)."),
 ) -> None:
     """Extract ROIs, decompose them (batched, cached) and print the store entry.
 
     Example: mammodecomp decompose --manifest manifest.parquet --method vmd -k 5 --size 320 --out store
     """
     from ..decompose import METHODS
+    from ..io import atomic_write
     from ..manifest import load_manifest
     from ..progress import quiet
     from ..roi import extract_rois
@@ -57,18 +62,21 @@ def decompose_command(
         import torch
         if not torch.cuda.is_available():
             raise InputError(f"--device {device}: no CUDA device is available; use --device cpu")
+    if max_pixels is not None and max_pixels < 1:
+        raise InputError(f"--max-pixels {max_pixels}; expected a positive number of pixels, e.g. 100000000")
     params = parse_params(param)
     if append_raw:
         params["append_raw"] = True
     df = load_manifest(manifest, require_both_classes=False)
-    rois, meta = extract_rois(df, size=size, mode=mode, progress=not quiet())
+    rois, meta = extract_rois(df, size=size, mode=mode, progress=not quiet(), max_pixels=max_pixels)
     store = DecompStore(out, dtype=dtype)
     arr = store.get_or_compute(rois, method, k, params, batch_size=batch_size, device=device,
                                progress=not quiet())
     key = store.key(rois, method, k, params)
     meta = meta.copy()
     meta.insert(0, "index", range(len(meta)))
-    meta.to_csv(store.root / f"{key}.rois.csv", index=False)
+    with atomic_write(store.root / f"{key}.rois.csv", "w") as f:
+        meta.to_csv(f, index=False)
     verb = "computed" if store.last_computed else "reused"
     typer.echo(f"{verb} {method} k={k}: {arr.shape[0]} ROIs -> {store.path(key)} "
                f"(shape {tuple(arr.shape)}, {arr.dtype})")

@@ -158,6 +158,12 @@ def load_run_files(path: str | Path, name: str | None = None) -> RunFiles:
         except yaml.YAMLError as e:
             raise InputError(f"config.yaml is not valid YAML ({str(e).splitlines()[0]})", path=path) from None
     info = read_json(path / "run.json") if (path / "run.json").is_file() else {}
+    from ..train import RUN_FORMAT
+    if isinstance(info, dict) and info.get("format") not in (None, RUN_FORMAT):
+        from ..errors import VersionMismatchError
+        raise VersionMismatchError(f"run format {info.get('format')} is not {RUN_FORMAT} "
+                                   f"(written by mammodecomp {info.get('version')}); rerun `mammodecomp cv` "
+                                   "with this version", path=path)
     manifest = pd.read_parquet(path / "manifest.parquet").reset_index(drop=True)
     manifest["roi_id"] = manifest["roi_id"].astype(str)
     manifest["patient_id"] = manifest["patient_id"].astype(str)

@@ -10,7 +10,10 @@ Images may sit in nested folders below a class folder. The patient id comes
 from ``patient_regex`` applied to the file name (its named group
 ``patient``, else its first group, else the whole match); without a regex
 each file is its own patient, which is only honest when every patient has
-one image.
+one image. With ``patient_from_dicom`` the patient is the DICOM
+``PatientID``, replaced by its salted pseudonym
+(:func:`mammodecomp.privacy.dicom_patient_id`): the tag's value never
+reaches the manifest.
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ def patient_from_name(name: str, pattern: re.Pattern) -> str | None:
 
 @SOURCES.register("folder")
 def folder_source(root: str | Path, task: str = "benign-malignant", *,
-                  patient_regex: str | None = None) -> pd.DataFrame:
+                  patient_regex: str | None = None, patient_from_dicom: bool = False,
+                  salt: str | None = None) -> pd.DataFrame:
     """Manifest from class sub-folders (see the module docstring).
 
     Parameters
@@ -54,6 +58,9 @@ def folder_source(root: str | Path, task: str = "benign-malignant", *,
     root : folder holding one sub-folder per class.
     task : ``benign-malignant`` or ``normal-abnormal`` (names the labels).
     patient_regex : regular expression finding the patient id in a file name.
+    patient_from_dicom : group by the DICOM ``PatientID`` of each file,
+        pseudonymised with *salt* (required then).
+    salt : the project's salt (:func:`mammodecomp.privacy.load_or_create_salt`).
     """
     check_task("folder", task, tuple(NAMES))
     root = require_dir(root, "class-per-sub-folder image")
@@ -70,6 +77,10 @@ def folder_source(root: str | Path, task: str = "benign-malignant", *,
         labels[lab] = p
     if not labels:
         raise InputError("no class sub-folders; expected benign/ and malignant/ (or 0/ and 1/)", path=root)
+    if patient_from_dicom and patient_regex:
+        raise InputError("give either patient_regex or patient_from_dicom, not both")
+    if patient_from_dicom and not salt:
+        raise InputError("patient_from_dicom needs the project's salt (mammodecomp.privacy.load_or_create_salt)")
     pattern = re.compile(patient_regex) if patient_regex else None
     rows = []
     for lab, d in sorted(labels.items()):
@@ -78,7 +89,10 @@ def folder_source(root: str | Path, task: str = "benign-malignant", *,
             raise InputError("class folder holds no images", path=d)
         for f in files:
             rel = f.relative_to(root).as_posix()
-            if pattern is not None:
+            if patient_from_dicom:
+                from ..privacy import dicom_patient_id
+                pid = dicom_patient_id(f, salt)
+            elif pattern is not None:
                 pid = patient_from_name(f.name, pattern)
                 if pid is None:
                     raise InputError(f"file name does not match patient_regex '{patient_regex}'", path=f)
