@@ -127,3 +127,19 @@ def test_finetune_and_probe_recipes_run_offline(tmp_path):
     assert len(run.oof) == len(run.manifest) and 0 <= run.summary["auc"] <= 1
     # features are cached in the store: a second run reuses them
     assert list((tmp_path / "store").glob("probe-*.npy"))
+
+
+def test_second_process_on_the_same_run_is_refused(tiny_run):
+    from filelock import FileLock
+    run_dir, d = tiny_run
+    with FileLock(str(run_dir / ".lock")):
+        with pytest.raises(InputError, match="another mammodecomp process is writing this run directory"):
+            cross_validate(tiny_cfg(d), run_dir, progress_bars=False)
+
+
+def test_stale_temp_files_of_a_killed_run_are_cleared(tiny_run):
+    run_dir, d = tiny_run
+    stale = run_dir / "folds" / "r0f0" / ".state.pt.abc123.tmp"
+    stale.write_bytes(b"half")
+    cross_validate(tiny_cfg(d), run_dir, progress_bars=False)
+    assert not stale.exists()

@@ -104,17 +104,27 @@ def build_model(cfg: Config, in_chans: int) -> nn.Module:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, idx: np.ndarray, *, batch_size: int, device: torch.device,
-                   amp: str = "off", channels_last: bool = False) -> np.ndarray:
-    """Logits for rows ``idx`` of ``x`` in eval mode."""
+                   amp: str = "off", channels_last: bool = False, resident: torch.Tensor | None = None) -> np.ndarray:
+    """Logits for rows ``idx`` of ``x`` in eval mode.
+
+    With ``resident`` (the same rows as ``x``, already on ``device``; see
+    :func:`mammodecomp.scale.resident.make_resident`) batches are gathered on
+    the device; either way the logits come back to the host once, at the end.
+    """
     model.eval()
     out = []
+    idx_dev = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device) if resident is not None else None
     for s in range(0, len(idx), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(x[idx[s:s + batch_size]], dtype=np.float32)).to(device)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
+        if resident is not None:
+            from .scale.resident import gather
+            xb = gather(resident, idx_dev[s:s + batch_size], channels_last=channels_last)
+        else:
+            xb = torch.from_numpy(np.ascontiguousarray(x[idx[s:s + batch_size]], dtype=np.float32)).to(device)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(amp == "bf16")):
-            out.append(model(xb).float().reshape(-1).cpu())
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+            out.append(model(xb).float().reshape(-1))
+    return torch.cat(out).cpu().numpy().astype(np.float64) if out else np.zeros(0)
 
 
 def _sigmoid(z):
@@ -195,18 +205,38 @@ def load_weights(path: Path) -> dict:
 
 
 def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-             test_idx: np.ndarray, out: Path, *, seed: int, desc: str = "") -> FoldResult:
+             test_idx: np.ndarray, out: Path, *, seed: int, desc: str = "",
+             resident: torch.Tensor | None = None) -> FoldResult:
     """Train a fresh model on ``train_idx``, select on ``val_idx``, predict ``test_idx``.
 
     Writes ``out/history.csv``, ``out/norm.json``, ``out/model.safetensors``
     (the selected checkpoint), ``out/state.pt`` (resume state) and finally
     ``out/done.json``.
+
+    ``resident`` is ``x`` already on the training device (float16, see
+    :func:`mammodecomp.scale.resident.make_resident`); with it, or with
+    ``train.device_resident`` set, batches are indexed and augmented on the
+    device and nothing returns to the host inside an epoch.
     """
-    from .metrics import choose_threshold
+    from .scale.resident import cudnn_benchmark, make_resident
     t = cfg.train
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = _device(t.device)
+    if resident is None and t.device_resident:
+        resident = make_resident(x, device)
+    if resident is not None and resident.device != device:
+        resident = resident.to(device)
+    with cudnn_benchmark(t.cudnn_benchmark, device):
+        return _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out, seed=seed, desc=desc, device=device,
+                         resident=resident)
+
+
+def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, desc: str, device: torch.device,
+              resident: torch.Tensor | None) -> FoldResult:
+    from .metrics import choose_threshold
+    from .scale.resident import gather, maybe_compile
+    t = cfg.train
     mean, std = fit_normalization(x, train_idx, t.normalize)
     write_json(out / "norm.json", {"mean": mean, "std": std})
     torch.manual_seed(seed)
@@ -239,6 +269,10 @@ def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, v
             history = pd.read_csv(hist_path).iloc[:start].to_dict("records")
     l2 = getattr(model.model, "l2_penalty", None) if t.keras_l2 else None
     yt = torch.from_numpy(y.astype(np.float32))
+    if resident is not None:
+        yt = yt.to(device)
+    fwd = maybe_compile(model, t.compile)
+    pred_kw = {"device": device, "amp": t.amp, "channels_last": t.channels_last, "resident": resident}
     bar = progress(range(start, t.epochs), total=t.epochs - start, desc=desc or "epochs", leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -249,36 +283,44 @@ def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, v
                                                 generator=gen).numpy()]
         else:
             order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        reg_total = 0.0
+        reg_total = torch.zeros((), dtype=torch.float64, device=device)
+        order_dev = torch.from_numpy(order).to(device) if resident is not None else None
         for s in range(0, len(order), t.batch_size):
-            b = order[s:s + t.batch_size]
-            xb = torch.from_numpy(np.ascontiguousarray(x[b], dtype=np.float32))
-            if t.augment:
-                xb = aug(xb)
-            xb = xb.to(device)
+            if resident is not None:   # index, augment and label on the device
+                bd = order_dev[s:s + t.batch_size]
+                xb = gather(resident, bd)
+                if t.augment:
+                    xb = aug(xb)
+                yb = yt.index_select(0, bd)
+            else:
+                b = order[s:s + t.batch_size]
+                xb = torch.from_numpy(np.ascontiguousarray(x[b], dtype=np.float32))
+                if t.augment:
+                    xb = aug(xb)
+                xb = xb.to(device)
+                yb = yt[b].to(device)
             if t.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = yt[b].to(device)
             if t.label_smoothing:
                 yb = yb * (1 - t.label_smoothing) + 0.5 * t.label_smoothing
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(t.amp == "bf16")):
-                logits = model(xb).float().reshape(-1)
+                logits = fwd(xb).float().reshape(-1)
             loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
             if l2 is not None:
                 reg = l2()
                 loss = loss + reg
-                reg_total += float(reg.detach())
+                reg_total += reg.detach().double()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(_split_metrics(y[train_idx], predict_logits(model, x, train_idx, batch_size=max(64, t.batch_size),
-                                                              device=device, amp=t.amp), "train"))
-        row.update(_split_metrics(y[val_idx], predict_logits(model, x, val_idx, batch_size=max(64, t.batch_size),
-                                                            device=device, amp=t.amp), "val"))
+        row.update(_split_metrics(y[train_idx], predict_logits(fwd, x, train_idx, batch_size=max(64, t.batch_size),
+                                                              **pred_kw), "train"))
+        row.update(_split_metrics(y[val_idx], predict_logits(fwd, x, val_idx, batch_size=max(64, t.batch_size),
+                                                            **pred_kw), "val"))
         if l2 is not None:
-            row["reg_loss"] = reg_total / steps
+            row["reg_loss"] = float(reg_total) / steps
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         improved = row["val_loss"] < best["loss"] - 1e-6
@@ -298,9 +340,9 @@ def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, v
         if stop:
             break
     model.load_state_dict(load_weights(best_path))
-    val_logits = predict_logits(model, x, val_idx, batch_size=64, device=device, amp=t.amp)
+    val_logits = predict_logits(fwd, x, val_idx, batch_size=64, **pred_kw)
     threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
-    test_logits = predict_logits(model, x, test_idx, batch_size=64, device=device, amp=t.amp)
+    test_logits = predict_logits(fwd, x, test_idx, batch_size=64, **pred_kw)
     hist = pd.DataFrame(history)
     best_epoch = int(best["epoch"]) if t.select != "last" else int(hist["epoch"].iloc[-1])
     return FoldResult(test_logits=test_logits, threshold=threshold, best_epoch=best_epoch, history=hist)
@@ -398,11 +440,82 @@ def _check_existing(run_dir: Path, cfg: Config) -> None:
                          "(use a new --out, or --overwrite)", path=run_dir)
 
 
-def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, progress_bars: bool = True) -> Path:
+@dataclass
+class FoldTask:
+    """One (repeat, fold) of a run that still has to be trained.
+
+    Row indices are positions in the run's manifest (and in ``Inputs.x``);
+    ``out`` is the fold directory, ``seed`` the fold's seed and
+    ``validated_on_test`` says that ``val_idx`` is the test fold (the seed
+    protocol).
+    """
+
+    repeat: int
+    fold: int
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    out: Path
+    seed: int
+    validated_on_test: bool
+
+
+def write_fold_result(task: FoldTask, res: FoldResult, roi_ids: np.ndarray) -> None:
+    """Write a finished fold's ``test.csv`` then ``done.json`` (the marker, last)."""
+    fd = Path(task.out)
+    fd.mkdir(parents=True, exist_ok=True)
+    test = pd.DataFrame({"roi_id": np.asarray(roi_ids)[task.test_idx], "logit": res.test_logits})
+    with atomic_write(fd / "test.csv", "w") as fh:
+        test.to_csv(fh, index=False, float_format="%.10g")
+    hist = res.history
+    last = hist.iloc[-1].to_dict() if len(hist) else {}
+    write_json(fd / "done.json", {"best_epoch": res.best_epoch, "threshold": res.threshold,
+                                  "epochs_run": int(len(hist)), "validated_on_test": task.validated_on_test,
+                                  "n_train": int(len(task.train_idx)), "n_val": int(len(task.val_idx)),
+                                  "n_test": int(len(task.test_idx)),
+                                  "final_train_auc": last.get("train_auc"), "final_val_auc": last.get("val_auc")})
+
+
+def run_fold_task(cfg: Config, x: np.ndarray, y: np.ndarray, roi_ids: np.ndarray, task: FoldTask, *,
+                  resident: torch.Tensor | None = None) -> None:
+    """Train one fold with :func:`fit_fold` and write its result files.
+
+    This is what every fold runner does for each task, wherever it runs.
+    """
+    res = fit_fold(cfg, x, y, task.train_idx, task.val_idx, task.test_idx, task.out, seed=task.seed,
+                   desc=f"repeat {task.repeat} fold {task.fold}", resident=resident)
+    write_fold_result(task, res, roi_ids)
+
+
+def serial_fold_runner(cfg: Config, inputs, y: np.ndarray, tasks: list[FoldTask]) -> None:
+    """The default fold runner: the folds one after the other in this process.
+
+    With ``train.device_resident`` the inputs are copied to the device once
+    for all folds.
+    """
+    resident = None
+    if cfg.train.device_resident:
+        from .scale.resident import make_resident
+        resident = make_resident(inputs.x, _device(cfg.train.device))
+    roi_ids = inputs.manifest["roi_id"].to_numpy()
+    for task in progress(tasks, total=len(tasks), desc="folds", leave=True):
+        run_fold_task(cfg, inputs.x, y, roi_ids, task, resident=resident)
+
+
+def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, progress_bars: bool = True,
+                   fold_runner=None) -> Path:
     """Run a recipe under cross-validation into ``out`` (a run directory).
 
     Resumable: folds with ``done.json`` are kept, the fold in progress restarts
     from its last completed epoch. Returns the run directory.
+
+    ``fold_runner(cfg, inputs, y, tasks)`` trains the folds still to do
+    (``tasks``: a list of :class:`FoldTask`; ``inputs``: the
+    :class:`mammodecomp.data.Inputs`) and must leave each task's
+    ``test.csv`` and ``done.json`` in ``task.out`` (see
+    :func:`run_fold_task`); default :func:`serial_fold_runner`. Runners that
+    spread folds over processes, GPUs or machines are in
+    :mod:`mammodecomp.scale`. The probe recipe's folds always run here.
 
     Examples
     --------
@@ -426,24 +539,28 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     _check_existing(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     t_start = time.perf_counter()
     prev_quiet = os.environ.get("MAMMODECOMP_QUIET")
     if not progress_bars:
         os.environ["MAMMODECOMP_QUIET"] = "1"
+    lock = None
     try:
         inp = prepare_inputs(cfg, run_dir, progress=progress_bars and not quiet())
         df = inp.manifest
+        c = cfg.cv
+        # the split plan is checked before anything is written: too few patients for the folds
+        # leaves no half-made run directory behind
+        plan = make_split_plan(df, n_folds=c.n_folds, n_repeats=c.n_repeats, seed=c.seed, scheme=c.scheme,
+                               inner_fraction=c.inner_fraction)
+        check_plan(plan, df, scheme=c.scheme)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_run(run_dir)
         with atomic_write(run_dir / "config.yaml", "w") as f:
             f.write(dump_config(cfg))
         save_manifest(df, run_dir / "manifest.parquet")
         plan_path = run_dir / "splits.csv"
-        c = cfg.cv
-        plan = make_split_plan(df, n_folds=c.n_folds, n_repeats=c.n_repeats, seed=c.seed, scheme=c.scheme,
-                               inner_fraction=c.inner_fraction)
-        check_plan(plan, df, scheme=c.scheme)
         with atomic_write(plan_path, "w") as f:
             plan.to_csv(f, index=False)
         run_info = {"format": RUN_FORMAT, "version": __version__, "recipe": cfg.recipe,
@@ -457,8 +574,9 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
         pos = {rid: i for i, rid in enumerate(df["roi_id"])}
         feats = probe_features(cfg, inp.x, inp.components_path.parent) if cfg.recipe == "probe" else None
         folds = sorted({(int(r), int(f)) for r, f in zip(plan["repeat"], plan["fold"])})
-        rows = []
-        for r, f in progress(folds, desc="folds", leave=True):
+        roi_ids = df["roi_id"].to_numpy()
+        tasks: list[FoldTask] = []
+        for r, f in folds:
             fd = fold_dir(run_dir, r, f)
             sub = plan[(plan["repeat"] == r) & (plan["fold"] == f)]
             idx = {role: np.array([pos[i] for i in sub.loc[sub["role"] == role, "roi_id"]], dtype=np.int64)
@@ -466,27 +584,27 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
             validated_on_test = len(idx["val"]) == 0
             if validated_on_test:   # the seed protocol: its "validation" is the test fold
                 idx["val"] = idx["test"]
-            done = fd / "done.json"
-            if not done.is_file():
-                if feats is not None:
-                    res = fit_probe_fold(cfg, feats, y, idx["train"], idx["val"], idx["test"])
-                    fd.mkdir(parents=True, exist_ok=True)
-                    with atomic_write(fd / "history.csv", "w") as fh:
-                        res.history.to_csv(fh, index=False)
-                else:
-                    res = fit_fold(cfg, inp.x, y, idx["train"], idx["val"], idx["test"], fd,
-                                   seed=fold_seed(cfg.train.seed, r, f), desc=f"repeat {r} fold {f}")
-                test = pd.DataFrame({"roi_id": df["roi_id"].to_numpy()[idx["test"]], "logit": res.test_logits})
-                with atomic_write(fd / "test.csv", "w") as fh:
-                    test.to_csv(fh, index=False, float_format="%.10g")
-                hist = res.history
-                last = hist.iloc[-1].to_dict() if len(hist) else {}
-                write_json(done, {"best_epoch": res.best_epoch, "threshold": res.threshold,
-                                  "epochs_run": int(len(hist)), "validated_on_test": validated_on_test,
-                                  "n_train": int(len(idx["train"])), "n_val": int(len(idx["val"])),
-                                  "n_test": int(len(idx["test"])),
-                                  "final_train_auc": last.get("train_auc"), "final_val_auc": last.get("val_auc")})
-            d = read_json(done)
+            if (fd / "done.json").is_file():
+                continue
+            task = FoldTask(repeat=r, fold=f, train_idx=idx["train"], val_idx=idx["val"], test_idx=idx["test"],
+                            out=fd, seed=fold_seed(cfg.train.seed, r, f), validated_on_test=validated_on_test)
+            if feats is not None:
+                res = fit_probe_fold(cfg, feats, y, idx["train"], idx["val"], idx["test"])
+                fd.mkdir(parents=True, exist_ok=True)
+                with atomic_write(fd / "history.csv", "w") as fh:
+                    res.history.to_csv(fh, index=False)
+                write_fold_result(task, res, roi_ids)
+            else:
+                tasks.append(task)
+        if tasks:
+            (fold_runner or serial_fold_runner)(cfg, inp, y, tasks)
+        missing = [f"r{t.repeat}f{t.fold}" for t in tasks if not (t.out / "done.json").is_file()]
+        if missing:
+            raise RuntimeError(f"fold runner returned without finishing fold(s) {', '.join(missing)}")
+        rows = []
+        for r, f in folds:
+            fd = fold_dir(run_dir, r, f)
+            d = read_json(fd / "done.json")
             test = pd.read_csv(fd / "test.csv", dtype={"roi_id": str})
             test["repeat"], test["fold"], test["threshold"] = r, f, d["threshold"]
             rows.append(test)
@@ -517,12 +635,32 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
         run_info["elapsed_s"] = summary["elapsed_s"]
         write_json(run_dir / "run.json", run_info)
     finally:
+        if lock is not None:
+            lock.release()
         if not progress_bars:
             if prev_quiet is None:
                 os.environ.pop("MAMMODECOMP_QUIET", None)
             else:
                 os.environ["MAMMODECOMP_QUIET"] = prev_quiet
     return run_dir
+
+
+def _lock_run(run_dir: Path):
+    """Hold ``RUN/.lock`` for the whole run; clear temp files a killed run left behind.
+
+    A second process on the same run directory gets a one-line error instead of
+    interleaving its writes with the first one's.
+    """
+    from filelock import FileLock, Timeout
+    lock = FileLock(str(run_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise InputError("another mammodecomp process is writing this run directory; wait for it or "
+                         "use another --out", path=run_dir) from None
+    for stale in run_dir.rglob(".*.tmp"):      # atomic_write's temp files of a killed process
+        stale.unlink(missing_ok=True)
+    return lock
 
 
 def _nanmean(v):
