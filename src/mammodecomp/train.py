@@ -435,7 +435,8 @@ def _check_existing(run_dir: Path, cfg: Config) -> None:
         raise VersionMismatchError(f"run directory was written by mammodecomp {info.get('version')} "
                                    f"(run format {info.get('format')}); this is format {RUN_FORMAT}: "
                                    "use a new --out", path=run_dir)
-    if cfg_path.read_text() != dump_config(cfg):
+    # compared as configs, not as text: a field added since (with its default) is no change
+    if load_config(cfg_path) != cfg:
         raise InputError("run directory holds a run with a different config; resume needs the same config "
                          "(use a new --out, or --overwrite)", path=run_dir)
 
