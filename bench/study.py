@@ -36,23 +36,29 @@ def _row(study: Path, arm: str, ref: str | None, data: str) -> dict:
     if ref and ref != arm and (study / ref / "oof.csv").is_file():
         a = pd.read_csv(study / arm / "oof.csv").groupby("roi_id").agg(label=("label", "first"), prob=("prob", "mean"))
         b = pd.read_csv(study / ref / "oof.csv").groupby("roi_id").agg(prob=("prob", "mean"))
-        j = a.join(b, rsuffix="_ref", how="inner")
+        j = a.join(b.rename(columns={"prob": "prob_ref"}), how="inner")
         r["p_vs_ref"] = delong_test(j["label"].to_numpy(), j["prob"].to_numpy(), j["prob_ref"].to_numpy())["p"]
     return r
 
 
-def synthetic(out: Path) -> list[dict]:
+def synthetic(out: Path, patients: int) -> list[dict]:
     base = resolve_config(recipe="small", overrides=[
-        "data.synth.n_patients=100", "data.synth.size=160", "data.synth.difficulty=0.2", "data.roi_size=64",
-        f"decomposition.store={out / '.store'}"])
+        f"data.synth.n_patients={patients}", "data.synth.size=160", "data.synth.difficulty=0.2",
+        "data.roi_size=64", f"decomposition.store={out / '.store'}"])
+    # the question ran ~33 Adam steps per epoch; keep that for the seed copy on fewer ROIs
+    seed_batch = max(8, int(round(0.8 * 2 * patients / 33 / 8)) * 8)
     arms = {"small": ("small", ["train.epochs=15"]),
             "small-raw": ("small", ["train.epochs=15", "decomposition.variant=raw"]),
             "small-components+raw": ("small", ["train.epochs=15", "decomposition.variant=components+raw"]),
-            "seed": ("seed", ["train.epochs=40", "train.batch_size=8"]),
+            "small-permuted": ("small", ["train.epochs=15", "data.permute_labels=true"]),
+            "seed": ("seed", ["train.epochs=40", f"train.batch_size={seed_batch}"]),
             "probe": ("probe", [])}
-    run_study(base, out / "synthetic", arms)
-    oracle = json.loads(next((out / "data").glob("synthetic-*/synth.json")).read_text())["oracle_auc"]
-    rows = [_row(out / "synthetic", a, "small", f"synthetic (oracle AUC {oracle:.3f})") for a in arms]
+    name = f"synthetic-{patients}"
+    run_study(base, out / name, arms)
+    s = base.data.synth
+    oracle = json.loads(next((out / "data").glob(f"synthetic-n{s.n_patients}-s{s.seed}-d{s.difficulty:g}-*/synth.json"))
+                        .read_text())["oracle_auc"]
+    rows = [_row(out / name, a, "small", f"synthetic, {patients} patients (oracle AUC {oracle:.3f})") for a in arms]
     return rows
 
 
@@ -71,13 +77,14 @@ def mias(out: Path, root: Path, repeats: int) -> list[dict]:
         f"cv.n_repeats={repeats}", f"decomposition.store={out / '.store'}"])
     arms = {"small": ("small", ["train.epochs=15"]), "small-raw": ("small", ["train.epochs=15", "decomposition.variant=raw"]),
             "small-components+raw": ("small", ["train.epochs=15", "decomposition.variant=components+raw"])}
-    run_study(base, out / "mias-benign-malignant-small", arms)
-    rows += [_row(out / "mias-benign-malignant-small", a, "small", "mini-MIAS benign-malignant") for a in arms]
+    name = f"mias-benign-malignant-small-{repeats}x"
+    run_study(base, out / name, arms)
+    rows += [_row(out / name, a, "small", "mini-MIAS benign-malignant") for a in arms]
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] | DeLong p vs components arm | final train AUC | time |",
+    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] | DeLong p vs first arm of its block | final train AUC | time |",
              "|---|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
         p = "" if r["p_vs_ref"] is None else f"{r['p_vs_ref']:.3f}"
@@ -90,22 +97,23 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument("--patients", type=int, default=300, help="synthetic patients (2 ROIs each)")
     ap.add_argument("--mias", action="store_true")
     ap.add_argument("--mias-root", type=Path, default=MIAS)
-    ap.add_argument("--small-repeats", type=int, default=1, help="repeats of the small recipe on mini-MIAS")
+    ap.add_argument("--small-repeats", type=int, default=5, help="repeats of the small recipe on mini-MIAS")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-study")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows = []
     if a.synthetic:
-        rows += synthetic(a.out)
+        rows += synthetic(a.out, a.patients)
     if a.mias:
         rows += mias(a.out, a.mias_root, a.small_repeats)
     text = "\n".join([
         "## Results", "",
-        f"Command: `.venv/bin/python bench/study.py{' --synthetic' if a.synthetic else ''}"
-        f"{' --mias' if a.mias else ''}`; machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
+        f"Command: `.venv/bin/python bench/study.py{f' --synthetic --patients {a.patients}' if a.synthetic else ''}"
+        f"{f' --mias --small-repeats {a.small_repeats}' if a.mias else ''}`; machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
         f"whole run {time.perf_counter() - t0:.0f} s. OOF = pooled out-of-fold predictions (mean over repeats "
         "per ROI for DeLong); CI = 95% patient-level bootstrap. Grouped folds are stratified by label and "
         "grouped by patient; the seed arm keeps the question's contiguous folds.", "",
