@@ -46,3 +46,16 @@ def test_unknown_recipe_and_bad_yaml(tmp_path):
     p.write_text("train: [1, 2\n")
     with pytest.raises(InputError, match="bad.yaml: not valid YAML"):
         resolve_config(p)
+
+
+def test_public_api_names_are_functions_even_after_submodule_imports():
+    import importlib
+
+    import mammodecomp
+    for sub in ("decompose", "diagnose", "predict"):
+        importlib.import_module(f"mammodecomp.{sub}")
+    from mammodecomp import cross_validate, decompose, diagnose, load_manifest, predict
+    for f in (decompose, diagnose, predict, cross_validate, load_manifest):
+        assert callable(f) and not isinstance(f, type(mammodecomp)), f
+    from mammodecomp.decompose import METHODS
+    assert "vmd" in METHODS

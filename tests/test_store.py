@@ -73,7 +73,8 @@ def test_partial_entry_never_served(tmp_path, monkeypatch):
             raise RuntimeError("killed")
         return real(*a, **kw)
 
-    import mammodecomp.decompose as dmod
+    import importlib
+    dmod = importlib.import_module("mammodecomp.decompose")
     monkeypatch.setattr(dmod, "decompose", dying)
     with pytest.raises(RuntimeError):
         s.get_or_compute(x, "starlet", 3, batch_size=2, progress=False)

@@ -10,6 +10,9 @@ The public API, imported lazily so that ``import mammodecomp`` stays light:
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 _API = {
@@ -25,9 +28,25 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
-    if name in _API:
-        import importlib
-        mod, attr = _API[name]
-        return getattr(importlib.import_module(mod), attr)
-    raise AttributeError(f"module 'mammodecomp' has no attribute {name!r}")
+def _api_function(name: str):
+    import importlib
+    mod, attr = _API[name]
+    return getattr(importlib.import_module(mod), attr)
+
+
+class _Package(types.ModuleType):
+    """``mammodecomp.decompose`` (and ``diagnose``, ``predict``) name both a
+    submodule and the API function of the same name. Once the submodule is
+    imported, Python would set the package attribute to the module; this class
+    keeps ``from mammodecomp import decompose`` returning the function. The
+    submodules stay reachable through ``sys.modules`` and ``from
+    mammodecomp.decompose import ...``.
+    """
+
+    def __getattribute__(self, name: str):
+        if name in _API:
+            return _api_function(name)
+        return super().__getattribute__(name)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -527,7 +527,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     ...     "data.synth.size=64", "train.epochs=1", "cv.n_folds=2", "cv.n_boot=20",
     ...     f"decomposition.store={d}/store"])
     >>> run = cross_validate(cfg, d / "run", progress_bars=False)
-    >>> sorted(p.name for p in run.iterdir())[:4]
+    >>> sorted(p.name for p in run.iterdir() if not p.name.startswith("."))[:4]
     ['config.yaml', 'folds', 'manifest.parquet', 'oof.csv']
     """
     import shutil
