@@ -36,7 +36,13 @@ def test_worked_example_on_mini_mias(tmp_path, mias_root):
     run = tmp_path / "runs" / "mias" / "small"
     for f in ("oof.csv", "summary.json", "diagnosis.json", "report.html", "export/MODEL_CARD.md"):
         assert (run / f).is_file(), f
-    assert (tmp_path / "runs" / "mias" / "preds.csv").is_file()
+    # predict --fold 0 through the run's own preprocessing reproduces fold 0's out-of-fold probabilities
+    import pandas as pd
+    preds = pd.read_csv(tmp_path / "runs" / "mias" / "preds.csv", dtype={"roi_id": str}).set_index("roi_id")
+    oof = pd.read_csv(run / "oof.csv", dtype={"roi_id": str})
+    f0 = oof[oof["fold"] == 0].set_index("roi_id")
+    assert len(f0) > 10
+    assert (abs(preds.loc[f0.index, "prob"] - f0["prob"]) < 1e-5).all()
     # cv found the components that `decompose` cached: one store entry only
     assert len(list((tmp_path / "runs" / "mias" / "store").glob("*.npy"))) == 2  # components + rois
 
@@ -63,8 +69,8 @@ def test_every_command_help_has_an_example():
     from mammodecomp.cli import _load_commands, app
     _load_commands()
     runner = CliRunner()
-    cmds = ["demo", "synth", "decompose", "cv", "study", "diagnose", "report", "predict", "export",
-            "data summary", "data build", "data fetch"]
+    cmds = ["demo", "synth", "decompose", "cv", "study", "diagnose", "report", "predict", "export", "bench",
+            "data summary", "data build", "data fetch", "scale decompose", "scale cv"]
     for c in cmds:
         r = runner.invoke(app, [*c.split(), "--help"])
         assert r.exit_code == 0, c
