@@ -164,6 +164,17 @@ def _optimizer(cfg: Config, model: nn.Module):
 
 
 # --------------------------------------------------------------------------- one fold
+def epoch_order(balance: str, train_idx: np.ndarray, ytr: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """The training rows of one epoch, in order: a permutation, or a class-balanced
+    draw with replacement (``balance='sampler'``), from the fold's own generator."""
+    if balance == "sampler":
+        npos, nneg = float(ytr.sum()), float(len(ytr) - ytr.sum())
+        w = np.where(ytr > 0.5, 0.5 / max(npos, 1), 0.5 / max(nneg, 1))
+        return train_idx[torch.multinomial(torch.as_tensor(w), len(train_idx), replacement=True,
+                                           generator=gen).numpy()]
+    return train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+
+
 @dataclass
 class FoldResult:
     test_logits: np.ndarray
@@ -277,12 +288,7 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        if t.balance == "sampler":
-            w = np.where(ytr > 0.5, 0.5 / max(npos, 1), 0.5 / max(nneg, 1))
-            order = train_idx[torch.multinomial(torch.as_tensor(w), len(train_idx), replacement=True,
-                                                generator=gen).numpy()]
-        else:
-            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        order = epoch_order(t.balance, train_idx, ytr, gen)
         reg_total = torch.zeros((), dtype=torch.float64, device=device)
         order_dev = torch.from_numpy(order).to(device) if resident is not None else None
         for s in range(0, len(order), t.batch_size):

@@ -152,7 +152,7 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     from ..io import atomic_write, write_json
     from ..metrics import choose_threshold
     from ..progress import progress
-    from ..train import (FoldResult, Normalized, _lr_lambda, _optimizer, _save_state, _save_weights, _sigmoid,
+    from ..train import (FoldResult, Normalized, epoch_order, _lr_lambda, _optimizer, _save_state, _save_weights, _sigmoid,
                          _split_metrics, build_model, fit_normalization, load_weights, safe_torch_load)
     from .resident import gather, make_resident
 
@@ -219,12 +219,7 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     for epoch in bar:
         t0 = time.perf_counter()
         net.train()
-        if t.balance == "sampler":
-            w = np.where(ytr > 0.5, 0.5 / max(npos, 1), 0.5 / max(nneg, 1))
-            order = train_idx[torch.multinomial(torch.as_tensor(w), len(train_idx), replacement=True,
-                                                generator=gen).numpy()]
-        else:
-            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        order = epoch_order(t.balance, train_idx, ytr, gen)
         order_dev = torch.from_numpy(order).to(device)
         sums, sizes = [], []
         for s in range(0, len(order), B):
