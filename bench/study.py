@@ -32,7 +32,7 @@ def _row(study: Path, arm: str, ref: str | None, data: str) -> dict:
     r = {"data": data, "arm": arm, "recipe": s["recipe"], "model": s["model"], "variant": s["variant"],
          "cv": f"{s['cv_scheme']} {s['n_folds']}x{s['n_repeats']}", "rois": s["n_rois"],
          "auc": s["auc"], "ci": s["auc_ci"], "train_auc": s.get("final_train_auc_mean"),
-         "seconds": s["elapsed_s"], "p_vs_ref": None}
+         "seconds": s.get("train_seconds") or s["elapsed_s"], "p_vs_ref": None}
     if ref and ref != arm and (study / ref / "oof.csv").is_file():
         a = pd.read_csv(study / arm / "oof.csv").groupby("roi_id").agg(label=("label", "first"), prob=("prob", "mean"))
         b = pd.read_csv(study / ref / "oof.csv").groupby("roi_id").agg(prob=("prob", "mean"))
@@ -84,7 +84,7 @@ def mias(out: Path, root: Path, repeats: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] | DeLong p vs first arm of its block | final train AUC | time |",
+    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] | DeLong p vs first arm of its block | final train AUC | training time |",
              "|---|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
         p = "" if r["p_vs_ref"] is None else f"{r['p_vs_ref']:.3f}"
@@ -116,7 +116,8 @@ def main(argv=None) -> None:
         f"{f' --mias --small-repeats {a.small_repeats}' if a.mias else ''}`; machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
         f"whole run {time.perf_counter() - t0:.0f} s. OOF = pooled out-of-fold predictions (mean over repeats "
         "per ROI for DeLong); CI = 95% patient-level bootstrap. Grouped folds are stratified by label and "
-        "grouped by patient; the seed arm keeps the question's contiguous folds.", "",
+        "grouped by patient; the seed arm keeps the question's contiguous folds. Training time: the sum of "
+        "the folds' epochs (for probe: the whole run, feature extraction included).", "",
         table(rows), ""])
     print(text)
     (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))

@@ -636,6 +636,9 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
             "n_rois": inp.info["n_rois"], "n_patients": inp.info["n_patients"],
             "n_rois_never_tested": int(len(df) - oof["roi_id"].nunique()),
             "elapsed_s": round(time.perf_counter() - t_start, 1), "machine": run_info["machine"],
+            # training time summed over every fold's epochs, across resumed invocations too
+            "train_seconds": round(sum(float(pd.read_csv(p).get("seconds", pd.Series(dtype=float)).sum())
+                                       for p in (run_dir / "folds").glob("r*f*/history.csv")), 1),
         })
         write_json(run_dir / "summary.json", summary)
         run_info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
