@@ -164,7 +164,7 @@ def _header(diag: dict) -> str:
               f"{' (pretrained)' if h.get('pretrained') else ' (from scratch)'}, "
               f"{_e(h.get('decomposition'))} K={_e(h.get('k'))} ({_e(h.get('variant'))}), "
               f"{_e(h.get('cv_scheme'))} {_e(h.get('n_folds'))}-fold CV x{_e(h.get('n_repeats'))}")
-    kpis = [(f"{_num(h.get('auc'))}", "pooled OOF AUC"),
+    kpis = [(f"{_num(h.get('auc'))}", "pooled OOF AUC (per ROI; repeats averaged)"),
             (f"{_num(h.get('ci_low'))} - {_num(h.get('ci_high'))}", "95% CI (patient bootstrap)"),
             (str(len([c for c in diag['verdict'] if c['severity'] == 'high'])), "high-severity causes"),
             (str(h.get("n_rois")), "ROIs tested")]

@@ -47,11 +47,16 @@ def roc_figure(pooled, fold_frames, n_boot: int = 200, seed: int = 0) -> str:
     fig, ax = _fig(5.2, 4.6)
     ax = ax[0, 0]
     grid = np.linspace(0, 1, 101)
+    many = len(fold_frames) > 8      # one legend entry per fold stops being readable
     for i, (name, g) in enumerate(fold_frames.items()):
         if g["label"].nunique() < 2:
             continue
         fpr, tpr, _ = roc_curve(g["label"], g["prob"])
-        ax.plot(fpr, tpr, color=COLORS[i % 10], lw=1, alpha=0.7, label=f"fold {name}")
+        if many:
+            ax.plot(fpr, tpr, color="#4a6fa5", lw=0.8, alpha=0.35,
+                    label=f"each of {len(fold_frames)} folds" if i == 0 else None)
+        else:
+            ax.plot(fpr, tpr, color=COLORS[i % 10], lw=1, alpha=0.7, label=f"fold {name}")
     y, p = pooled["label"].to_numpy(), pooled["prob"].to_numpy()
     if len(np.unique(y)) == 2:
         fpr, tpr, _ = roc_curve(y, p)
