@@ -243,6 +243,26 @@ def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, v
                          resident=resident)
 
 
+def training_kit(cfg: Config, model: nn.Module, y: np.ndarray, train_idx: np.ndarray, seed: int,
+                 device: torch.device):
+    """What one fold trains with, shared by the single-process and DDP trainers.
+
+    Returns ``(optimiser, scheduler, steps_per_epoch, generator, augment,
+    train_labels, pos_weight)``; the generator (data order) and the augmenter
+    are seeded from the fold seed, and nothing here draws from the global RNG.
+    """
+    t = cfg.train
+    opt = _optimizer(cfg, model)
+    steps = max(1, math.ceil(len(train_idx) / t.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
+    gen = torch.Generator().manual_seed(seed + 7)
+    aug = Augment(seed + 13)
+    ytr = y[train_idx].astype(np.float32)
+    npos, nneg = float(ytr.sum()), float(len(ytr) - ytr.sum())
+    pos_weight = torch.tensor(nneg / max(npos, 1.0), device=device) if t.balance == "pos_weight" else None
+    return opt, sched, steps, gen, aug, ytr, pos_weight
+
+
 def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, desc: str, device: torch.device,
               resident: torch.Tensor | None) -> FoldResult:
     from .metrics import choose_threshold
@@ -254,14 +274,7 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
     model = Normalized(build_model(cfg, x.shape[1]), mean, std).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(cfg, model)
-    steps = max(1, math.ceil(len(train_idx) / t.batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
-    gen = torch.Generator().manual_seed(seed + 7)
-    aug = Augment(seed + 13)
-    ytr = y[train_idx].astype(np.float32)
-    npos, nneg = float(ytr.sum()), float(len(ytr) - ytr.sum())
-    pos_weight = torch.tensor(nneg / max(npos, 1.0), device=device) if t.balance == "pos_weight" else None
+    opt, sched, steps, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device)
     best = {"loss": float("inf"), "epoch": -1, "bad": 0}
     history: list[dict] = []
     start = 0

@@ -36,7 +36,6 @@ global batch smaller than ``W`` is skipped (it would leave a rank empty).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import socket
 import subprocess
@@ -148,11 +147,10 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     FoldResult
         The same on every rank.
     """
-    from ..augment import Augment
     from ..io import atomic_write, write_json
     from ..metrics import choose_threshold
     from ..progress import progress
-    from ..train import (FoldResult, Normalized, epoch_order, _lr_lambda, _optimizer, _save_state, _save_weights, _sigmoid,
+    from ..train import (FoldResult, Normalized, epoch_order, training_kit, _save_state, _save_weights, _sigmoid,
                          _split_metrics, build_model, fit_normalization, load_weights, safe_torch_load)
     from .resident import gather, make_resident
 
@@ -174,15 +172,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     if rank:   # dropout masks: a stream per rank (rank 0 keeps the single-process stream)
         torch.manual_seed(seed * 7919 + rank)
     resident = make_resident(x, device) if t.device_resident else None
-    opt = _optimizer(cfg, model)
+    opt, sched, _, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device)
     B = t.batch_size
-    steps = max(1, math.ceil(len(train_idx) / B))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
-    gen = torch.Generator().manual_seed(seed + 7)
-    aug = Augment(seed + 13)
-    ytr = y[train_idx].astype(np.float32)
-    npos, nneg = float(ytr.sum()), float(len(ytr) - ytr.sum())
-    pos_weight = torch.tensor(nneg / max(npos, 1.0), device=device) if t.balance == "pos_weight" else None
     best = {"loss": float("inf"), "epoch": -1, "bad": 0}
     history: list[dict] = []
     step_rows: list[dict] = []
