@@ -151,20 +151,44 @@ class DecompStore:
         included). Images are decomposed ``batch_size`` at a time on
         ``device``.
         """
+        from .decompose import decompose
+
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        params = dict(params or {})
+
+        def batches(arr):
+            for s in range(0, len(arr), batch_size):
+                comp, info = decompose(arr[s:s + batch_size], method, k, device=device, return_info=True,
+                                       **params)
+                yield s, comp, info
+
+        return self.compute_entry(images, method, k, params, batches,
+                                  n_batches=-(-len(_pixels(images)) // batch_size),
+                                  desc=f"decompose {method}", progress=progress)
+
+    def compute_entry(self, images, method: str, k: int, params: dict, batches, *, n_batches: int | None = None,
+                      desc: str = "decompose", progress: bool = True, extra: dict | None = None) -> np.ndarray:
+        """The one write path of the store, for any producer of components.
+
+        ``batches(arr)`` is called only on a miss, under the entry's file lock,
+        and yields ``(start_row, components, info)`` in any order (a local loop,
+        or results coming back from Ray workers). The rows are written into a
+        temporary memmap, fsynced, described in ``<key>.json`` (plus ``extra``)
+        and renamed into place; every row must have been written. A
+        producer that is a generator is closed on the way out, so its
+        ``finally`` (e.g. shutting a cluster down) runs.
+        """
         from filelock import FileLock
 
-        from .decompose import decompose
         from .progress import progress as bar
 
-        params = dict(params or {})
         arr = _pixels(images)
         key = self.key(arr, method, k, params)
         hit = self.get(key)
         if hit is not None:
             self.last_computed = False
             return hit
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         with FileLock(str(self.root / f"{key}.lock"), timeout=self.lock_timeout):
             hit = self.get(key)  # another writer may have finished while we waited
             if hit is not None:
@@ -175,18 +199,22 @@ class DecompStore:
                     stale.unlink()
             tmp = self.root / f".{key}.npy.{os.getpid()}.tmp"
             t0 = time.time()
-            infos = []
+            infos: dict[int, dict] = {}
+            produced = batches(arr)
             try:
-                out = None
-                starts = range(0, len(arr), batch_size)
-                for s in bar(starts, total=len(starts), desc=f"decompose {method}", disable=None if progress else True):
-                    comp, info = decompose(arr[s:s + batch_size], method, k, device=device, return_info=True,
-                                           **params)
+                out, rows = None, 0
+                b = bar(total=n_batches, desc=desc, disable=None if progress else True)
+                for s, comp, info in produced:
                     if out is None:
                         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype,
                                                         shape=(len(arr), *comp.shape[1:]))
                     out[s:s + len(comp)] = comp.astype(self.dtype)
-                    infos.append(info)
+                    infos[s] = info
+                    rows += len(comp)
+                    b.update(1)
+                b.close()
+                if out is None or rows != len(arr):
+                    raise RuntimeError(f"decomposition produced {rows} of {len(arr)} rows")
                 out.flush()
                 shape = list(out.shape)
                 del out
@@ -196,12 +224,16 @@ class DecompStore:
                     "key": key, "version": CODE_VERSION, "method": method, "k": int(k),
                     "params": _canon(params), "shape": shape, "dtype": self.dtype.name,
                     "seconds": round(time.time() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "info": _summarise(infos)})
+                    "info": _summarise([infos[s] for s in sorted(infos)]), **(extra or {})})
                 os.replace(tmp, self.path(key))
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                 raise
+            finally:
+                close = getattr(produced, "close", None)
+                if close is not None:
+                    close()
         self.last_computed = True
         return np.load(self.path(key), mmap_mode="r")
 

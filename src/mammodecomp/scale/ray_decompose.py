@@ -24,9 +24,6 @@ once, read zero-copy by the workers of a node).
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -148,12 +145,8 @@ def ray_decompose(images, method: str, k: int, params: dict | None = None, *, st
     under the entry's file lock and renamed at the end; a killed run leaves
     no entry and the next one recomputes it.
     """
-    from filelock import FileLock
-
     from ..errors import InputError
-    from ..io import write_json
-    from ..progress import progress as bar
-    from ..store import CODE_VERSION, DecompStore, _canon, _pixels, _summarise
+    from ..store import DecompStore, _pixels
 
     if engine not in ("data", "tasks"):
         raise InputError(f"engine must be 'data' or 'tasks', got {engine!r}")
@@ -161,65 +154,25 @@ def ray_decompose(images, method: str, k: int, params: dict | None = None, *, st
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     store = store if isinstance(store, DecompStore) else DecompStore(store)
     params = dict(params or {})
-    arr = _pixels(images)
-    key = store.key(arr, method, k, params)
-    hit = store.get(key)
-    if hit is not None:
-        store.last_computed = False
-        return hit
-    ray = import_ray()
-    with FileLock(str(store.root / f"{key}.lock"), timeout=store.lock_timeout):
-        hit = store.get(key)
-        if hit is not None:
-            store.last_computed = False
-            return hit
-        for stale in store.root.glob(f".{key}.npy.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
-        tmp = store.root / f".{key}.npy.{os.getpid()}.tmp"
+    n = len(_pixels(images))
+    starts = list(range(0, n, batch_size))
+
+    def batches(arr):
+        """Ray's results as (start, components, info); Ray is stopped again if this call started it."""
+        ray = import_ray()
         started = ensure_ray(address, **dict(init_kwargs or {}))
-        t0 = time.time()
         try:
-            images_ref = ray.put(arr)
-            n = len(arr)
-            starts = list(range(0, n, batch_size))
-            common = (ray, images_ref, n, batch_size, starts, method, int(k), params, device, store.dtype.name,
+            common = (ray, ray.put(arr), n, batch_size, starts, method, int(k), params, device, store.dtype.name,
                       num_gpus_per_worker, num_cpus_per_worker)
-            results = (_results_data(*common, concurrency) if engine == "data"
-                       else _results_tasks(*common, max_in_flight))
-            out, infos = None, {}
-            b = bar(total=len(starts), desc=f"decompose {method} (ray {engine})",
-                    disable=None if progress else True)
-            for s, comp, info in results:
-                if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=store.dtype,
-                                                    shape=(n, *comp.shape[1:]))
-                out[s:s + len(comp)] = comp
-                infos[s] = info
-                b.update(1)
-            b.close()
-            if len(infos) != len(starts):
-                raise RuntimeError(f"Ray returned {len(infos)} of {len(starts)} batches")
-            out.flush()
-            shape = list(out.shape)
-            del out
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            write_json(store.root / f"{key}.json", {
-                "key": key, "version": CODE_VERSION, "method": method, "k": int(k), "params": _canon(params),
-                "shape": shape, "dtype": store.dtype.name, "seconds": round(time.time() - t0, 3),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "info": _summarise([infos[s] for s in starts]), "engine": f"ray-{engine}"})
-            os.replace(tmp, store.path(key))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+            yield from (_results_data(*common, concurrency) if engine == "data"
+                        else _results_tasks(*common, max_in_flight))
         finally:
             if started:
                 ray.shutdown()
-    store.last_computed = True
-    return np.load(store.path(key), mmap_mode="r")
+
+    return store.compute_entry(images, method, k, params, batches, n_batches=len(starts),
+                               desc=f"decompose {method} (ray {engine})", progress=progress,
+                               extra={"engine": f"ray-{engine}"})
 
 
 def _extract_chunk(manifest, kw: dict):
