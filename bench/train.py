@@ -6,6 +6,10 @@ backward + Adam step) at 320x320x5, batch 32, for
 * ``fp32``: float32, NCHW;
 * ``fp32-cl``: float32, channels_last;
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` + channels_last;
+* ``bf16-loss-l2``: as ``bf16`` but with the literal port's step: the Keras
+  L2 as a loss term and torch's default (unfused) Adam. The other torch modes
+  step the way the trainer does (``train._optimizer``: fused Adam, the L2 folded
+  into the dense kernels' coupled weight decay, which is the same update);
 * ``keras`` (optional, ``--keras-python PATH``): the question's Keras code run
   by a TensorFlow interpreter from a separate venv (never a project
   dependency), ``model.train_on_batch`` on the same shapes.
@@ -99,18 +103,32 @@ def torch_worker(mode: str, args: argparse.Namespace) -> dict:
     model.train()
     x = torch.rand(args.batch, args.in_chans, args.size, args.size)
     y = (torch.rand(args.batch) > 0.5).float()
-    if mode in ("bf16", "fp32-cl"):
+    if mode in ("bf16", "bf16-loss-l2", "fp32-cl"):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras Adam defaults
+    literal = mode == "bf16-loss-l2"
+    if literal:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras Adam defaults
+    else:  # the trainer's optimiser: Adam (eps 1e-7, lr 1e-3), fused, Keras L2 as coupled weight decay
+        from mammodecomp.config import resolve_config
+        from mammodecomp.train import _optimizer, keras_l2_folded
+        cfg = resolve_config(recipe="seed")
+        opt = _optimizer(cfg, model)
+        literal = not keras_l2_folded(cfg, model)
+    amp = mode.startswith("bf16")
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mode == "bf16")):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)
         if hasattr(model, "l2_penalty"):
-            loss = loss + model.l2_penalty()
+            if literal:
+                loss = loss + model.l2_penalty()
+            else:  # logged value only; the optimiser adds the gradient
+                with torch.no_grad():
+                    pen = model.l2_penalty()
+                loss = loss + pen
         loss.backward()
         opt.step()
         return float(loss.detach())
@@ -164,6 +182,7 @@ def machine() -> str:
 
 LABEL = {"fp32": "torch fp32 (NCHW)", "fp32-cl": "torch fp32 + channels_last",
          "bf16": "torch bf16 autocast + channels_last",
+         "bf16-loss-l2": "torch bf16 + channels_last, literal step (L2 in the loss, unfused Adam)",
          "keras": "Keras (TensorFlow) fp32, the question's code"}
 
 
@@ -199,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--modes", default="fp32,fp32-cl,bf16")
+    p.add_argument("--modes", default="fp32,fp32-cl,bf16,bf16-loss-l2")
     p.add_argument("--keras-python", default=None, help="python of a venv with TensorFlow (optional)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -234,7 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     what = "the question's MyNet" if args.model == "seed-vgg" else "registry model"
     text = (f"{heading}\n\n`{args.model}` ({what}, {results[0].get('params', 0):,} parameters) "
             f"at {args.size}x{args.size}x{args.in_chans}, batch {args.batch}{wtxt}: "
-            f"training images/s (forward, BCE (+ Keras L2 for seed-vgg), backward, Adam step), {args.warmup} warm-up "
+            f"training images/s (forward, BCE (+ Keras L2 for seed-vgg), backward, Adam step; the torch modes "
+            f"step like the trainer, fused Adam with the L2 as coupled weight decay, except the literal row), "
+            f"{args.warmup} warm-up "
             f"+ {args.steps} timed steps per mode, {args.threads} threads, each mode in its own process. The machine is shared: the 1-minute load average before/after each mode "
             f"says how much other work ran alongside (2 cores; load > 2 means contention).\n\n"
             f"Command: `{cmd.strip()}`  \nMachine: {machine()}; measured {time.strftime('%Y-%m-%d')}.\n\n"

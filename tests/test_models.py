@@ -144,6 +144,57 @@ def test_seed_vgg_l2_penalty_is_keras_l2_on_the_two_dense_kernels():
     assert m.head.weight.grad is None and m.features[0].weight.grad is None
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_keras_l2_folded_into_the_optimizer_equals_the_loss_term(optimizer):
+    """A step with the L2 folded into coupled weight decay == a step with the loss term.
+
+    (One step, to float rounding: the reference Adam is the unfused kernel, and
+    BatchNorm on a batch of 4 amplifies rounding chaotically over more steps.)"""
+    import copy
+    import torch.nn.functional as F
+    from mammodecomp.config import resolve_config
+    from mammodecomp.train import Normalized, _optimizer, keras_l2_folded
+    cfg = resolve_config(recipe="seed", overrides=[f"train.optimizer={optimizer}", "train.lr=0.01"])
+    torch.manual_seed(0)
+    base = Normalized(SeedVGG(2, input_size=32, width=0.0625), [0.0, 0.0], [1.0, 1.0])
+    x, y = torch.rand(4, 2, 32, 32), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    runs = []
+    for fold in (True, False):
+        m = copy.deepcopy(base).train()
+        if fold:
+            opt = _optimizer(cfg, m)
+            assert keras_l2_folded(cfg, m) and len(opt.param_groups) == 2
+            assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.02)
+        else:  # the Keras formulation: penalty in the loss, plain optimiser
+            kw = {"eps": 1e-7} if optimizer == "adam" else {"momentum": 0.9, "nesterov": True}
+            opt = getattr(torch.optim, optimizer.upper() if optimizer == "sgd" else "Adam")(
+                m.parameters(), lr=0.01, **kw)
+        for _ in range(1):
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(m(x), y)
+            if not fold:
+                loss = loss + m.model.l2_penalty()
+            loss.backward()
+            opt.step()
+        runs.append(m.state_dict())
+    for k in runs[0]:
+        torch.testing.assert_close(runs[0][k], runs[1][k], rtol=1e-5, atol=2e-6, msg=k)
+    assert not torch.equal(runs[0]["model.fc1.weight"], base.state_dict()["model.fc1.weight"])
+    # AdamW decays decoupled: not the same update, so the trainer keeps the loss term
+    cfg_w = resolve_config(recipe="seed", overrides=["train.optimizer=adamw"])
+    assert not keras_l2_folded(cfg_w, base)
+
+
+def test_seed_vgg_head_runs_in_float32_under_bf16_autocast():
+    m = SeedVGG(1, input_size=32, width=0.0625).eval()
+    seen = []
+    m.fc1.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    m.features[0].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(torch.rand(2, 1, 32, 32))
+    assert seen == [torch.bfloat16, torch.float32] and out.dtype == torch.float32
+
+
 def test_seed_vgg_forward_features_are_unpooled_maps():
     m = create_model("seed-vgg", in_chans=3, input_size=(64, 96), width=0.0625).eval()
     f = m.forward_features(torch.rand(1, 3, 64, 96))

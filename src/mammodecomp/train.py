@@ -152,15 +152,40 @@ def _lr_lambda(cfg: Config, steps_per_epoch: int):
     return f
 
 
+def keras_l2_folded(cfg: Config, model: nn.Module) -> bool:
+    """Whether the optimiser carries the model's Keras L2 term (see :func:`_optimizer`)."""
+    inner = getattr(model, "model", model)
+    return bool(cfg.train.keras_l2 and cfg.train.optimizer in ("adam", "sgd") and hasattr(inner, "l2_params"))
+
+
 def _optimizer(cfg: Config, model: nn.Module):
+    """The fold's optimiser, fused where the device has a fused kernel.
+
+    A Keras ``l2(r)`` kernel regulariser adds ``r * sum(W**2)`` to the loss,
+    i.e. ``2 r W`` to the kernel's gradient. Adam and SGD apply
+    ``weight_decay`` exactly that way (coupled: ``grad += wd * W`` before the
+    moments), so with ``keras_l2`` those kernels get ``weight_decay + 2 r``
+    and the trainer leaves the loss term out (:func:`keras_l2_folded`): the
+    same update, without the penalty's passes over the seed model's
+    210M-parameter kernel. AdamW decays decoupled, so there the trainer adds
+    the loss term instead.
+    """
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict] | list[torch.nn.Parameter] = params
+    if keras_l2_folded(cfg, model):
+        inner = getattr(model, "model", model)
+        reg = {id(p) for p in inner.l2_params()}
+        groups = [{"params": [p for p in params if id(p) in reg], "weight_decay": t.weight_decay + 2 * inner.l2},
+                  {"params": [p for p in params if id(p) not in reg], "weight_decay": t.weight_decay}]
+    dev = params[0].device.type if params else "cpu"
+    fused = {"fused": True} if dev in ("cpu", "cuda") else {}
     if t.optimizer == "adam":
         # Keras Adam defaults: eps 1e-7
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-7)
+        return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay, eps=1e-7, **fused)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True)
-    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay, **fused)
 
 
 # --------------------------------------------------------------------------- one fold
@@ -292,6 +317,7 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
         if hist_path.is_file():
             history = pd.read_csv(hist_path).iloc[:start].to_dict("records")
     l2 = getattr(model.model, "l2_penalty", None) if t.keras_l2 else None
+    l2_in_opt = keras_l2_folded(cfg, model)
     yt = torch.from_numpy(y.astype(np.float32))
     if resident is not None:
         yt = yt.to(device)
@@ -326,8 +352,12 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
                 logits = fwd(xb).float().reshape(-1)
             loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
             if l2 is not None:
-                reg = l2()
-                loss = loss + reg
+                if l2_in_opt:   # the optimiser adds its gradient; the value is logged only
+                    with torch.no_grad():
+                        reg = l2()
+                else:
+                    reg = l2()
+                    loss = loss + reg
                 reg_total += reg.detach().double()
             opt.zero_grad(set_to_none=True)
             loss.backward()

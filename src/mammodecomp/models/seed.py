@@ -9,7 +9,15 @@ and Dense(1) (the sigmoid is left to the loss: the model returns a logit).
 Keras defaults the question relies on are kept: glorot-uniform kernels, zero
 biases, BatchNormalization momentum 0.99 (torch ``momentum=0.01``) and
 epsilon 1e-3. Keras adds ``0.01 * sum(W**2)`` of each regularised kernel to
-the loss; :meth:`SeedVGG.l2_penalty` returns that sum for the trainer to add.
+the loss; :meth:`SeedVGG.l2_penalty` returns that sum and
+:meth:`SeedVGG.l2_params` the kernels it covers. The trainer folds the penalty
+into Adam's (coupled) weight decay, ``2 * 0.01 * W`` added to those kernels'
+gradients, which is the gradient of the loss term itself without three extra
+passes over the 210M-parameter kernel per step (see ``train._optimizer``).
+
+The dense head runs in float32 even under bf16 autocast: on a CPU, casting the
+210M-parameter kernel to bf16 and its gradient back every step costs more than
+the matrix product saves, and float32 is what Keras computes.
 """
 from __future__ import annotations
 
@@ -139,18 +147,23 @@ class SeedVGG(nn.Module):
         >>> round(m.l2_penalty().item(), 4)  # 0.01 * (5*41 + 41*41)
         18.86
         """
-        return self.l2 * (self.fc1.weight.pow(2).sum() + self.fc2.weight.pow(2).sum())
+        return self.l2 * sum(torch.linalg.vector_norm(w) ** 2 for w in self.l2_params())
+
+    def l2_params(self) -> list[nn.Parameter]:
+        """The kernels under Keras ``l2(self.l2)``: the two Dense(4096) weights."""
+        return [self.fc1.weight, self.fc2.weight]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(feats, 1)
-        x = self.drop1(self.bn1(torch.relu(self.fc1(x))))
-        x = self.drop2(self.bn2(torch.relu(self.fc2(x))))
-        if pre_logits:
-            return x
-        return self.head(x).squeeze(-1)
+        with torch.autocast(feats.device.type, enabled=False):  # float32 head (module docstring)
+            x = torch.flatten(feats, 1).float()
+            x = self.drop1(self.bn1(torch.relu(self.fc1(x))))
+            x = self.drop2(self.bn2(torch.relu(self.fc2(x))))
+            if pre_logits:
+                return x
+            return self.head(x).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -150,8 +150,9 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     from ..io import atomic_write, write_json
     from ..metrics import choose_threshold
     from ..progress import progress
-    from ..train import (FoldResult, Normalized, epoch_order, training_kit, _save_state, _save_weights, _sigmoid,
-                         _split_metrics, build_model, fit_normalization, load_weights, safe_torch_load)
+    from ..train import (FoldResult, Normalized, epoch_order, keras_l2_folded, training_kit, _save_state,
+                         _save_weights, _sigmoid, _split_metrics, build_model, fit_normalization, load_weights,
+                         safe_torch_load)
     from .resident import gather, make_resident
 
     t = cfg.train
@@ -202,6 +203,7 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     else:
         net = model
     l2 = getattr(model.model, "l2_penalty", None) if t.keras_l2 else None
+    l2_in_opt = keras_l2_folded(cfg, model)
     yt = torch.from_numpy(y.astype(np.float32)).to(device)
     pred_kw = {"device": device, "amp": t.amp, "channels_last": t.channels_last, "resident": resident,
                "batch_size": max(64, B)}
@@ -238,7 +240,7 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
                 logits = net(xb).float().reshape(-1)
             lsum = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="sum")
             loss = lsum * (world / n_glob)
-            if l2 is not None:
+            if l2 is not None and not l2_in_opt:   # else the optimiser adds it (train._optimizer)
                 loss = loss + l2()
             opt.zero_grad(set_to_none=True)
             loss.backward()
