@@ -195,20 +195,76 @@ def _nyquist_free(img):
     return np.real(np.fft.ifft2(F))
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("dc,tau,alpha", [(True, 0.25, 1000.0), (False, 0.0, 500.0), (False, 0.5, 2000.0)])
-def test_vmd_matches_paper_transcription(dc, tau, alpha):
+def test_vmd_matches_paper_transcription(dc, tau, alpha, backend):
     n, K, n_iter = 32, 4, 25
     yy, xx = np.mgrid[:n, :n]
     img = _texture(n, seed=7, batch=1)[0] + 0.5 * np.cos(2 * np.pi * (3 * yy + 7 * xx) / n)
     img = _nyquist_free(img)
     ref_u, ref_om = _vmd2d_paper(img, alpha, tau, K, int(dc), n_iter)
     X, c, om, iters, _ = vmd_coefficients(torch.from_numpy(img[None]), K, alpha=alpha, tau=tau, tol=0.0,
-                                          max_iter=n_iter, dc=dc, init="radial", zero_mean=False)
+                                          max_iter=n_iter, dc=dc, init="radial", zero_mean=False, backend=backend)
     u = torch.fft.irfft2(c * X[:, None], s=(n, n))[0].numpy()
     assert iters[0] == n_iter
     np.testing.assert_allclose(u, ref_u, atol=1e-8)
     np.testing.assert_allclose(om[0].numpy(), ref_om.T, atol=1e-8)
     assert np.abs(ref_u).max() > 0.01  # the modes are not trivial
+
+
+@pytest.mark.parametrize("tol,tau,dc", [(0.0, 0.0, True), (1e-7, 0.0, False), (1e-7, 0.3, True)])
+def test_vmd_numba_kernel_equals_torch_path(tol, tau, dc):
+    """The compiled CPU kernel runs the torch path's iterations (float64: to 1e-10), stops each
+    image at the same iteration, and does not depend on the thread count or the batch."""
+    import numba
+    x = torch.from_numpy(np.stack([_texture(48, seed=s, batch=1)[0][:, :40] for s in range(3)]))
+    kw = {"max_iter": 60, "tol": tol, "tau": tau, "dc": dc}
+    Xt, ct, omt, itt, cvt = vmd_coefficients(x, 3, backend="torch", **kw)
+    Xn, cn, omn, itn, cvn = vmd_coefficients(x, 3, backend="numba", **kw)
+    np.testing.assert_array_equal(itn, itt)
+    np.testing.assert_array_equal(cvn, cvt)
+    np.testing.assert_allclose(cn.numpy(), ct.numpy(), atol=1e-10)
+    np.testing.assert_allclose(omn.numpy(), omt.numpy(), atol=1e-10)
+    if tol and not tau:  # (with tau > 0 these textures do not converge in 60 iterations)
+        assert cvn.any() and (itn < 60).any()
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        c1 = vmd_coefficients(x, 3, backend="numba", **kw)[1]
+        alone = vmd_coefficients(x[1:2], 3, backend="numba", **kw)[1]
+    finally:
+        torch.set_num_threads(prev)
+    assert numba.config.NUMBA_NUM_THREADS >= 1
+    assert torch.equal(c1, cn) and torch.equal(alone[0], cn[1])  # bitwise
+
+
+@pytest.mark.parametrize("residual", ["channel", "fold"])
+def test_vmd_numba_output_equals_torch_output(residual):
+    x = np.stack([_texture(40, seed=s, batch=1)[0] + 3.0 for s in range(3)])
+    x[2] = 1.5  # a constant image: nothing to decompose, unreconstructed fraction 0
+    kw = {"k": 4, "max_iter": 30, "tol": 1e-9, "residual": residual, "return_info": True}
+    a, ia = decompose(x, "vmd", backend="numba", **kw)
+    b, ib = decompose(x, "vmd", backend="torch", **kw)
+    np.testing.assert_allclose(a, b, atol=1e-10)
+    np.testing.assert_allclose(a.sum(1), x, atol=1e-12)
+    np.testing.assert_allclose(ia["unreconstructed_fraction"], ib["unreconstructed_fraction"], atol=1e-10)
+    # (the constant image's omegas follow FFT rounding noise, 1e-13: not compared)
+    np.testing.assert_allclose(ia["omega"][:2], ib["omega"][:2], atol=1e-10)
+    assert ia["unreconstructed_fraction"][2] == 0 and np.all(ia["unreconstructed_fraction"][:2] > 0)
+
+
+def test_vmd_backend_choice_and_errors(monkeypatch):
+    from mammodecomp.decompose import _vmd_cpu
+    x = _texture(16, seed=3).astype(np.float32)
+    with pytest.raises(InputError, match="backend must be one of auto, torch, numba; got 'fortran'"):
+        decompose(x, "vmd", backend="fortran")
+    auto = decompose(x, "vmd", max_iter=10, tol=0.0)
+    np.testing.assert_array_equal(auto, decompose(x, "vmd", max_iter=10, tol=0.0, backend="numba"))
+    monkeypatch.setattr(_vmd_cpu, "available", lambda: False)  # numba missing: auto falls back to torch
+    np.testing.assert_array_equal(decompose(x, "vmd", max_iter=10, tol=0.0),
+                                  decompose(x, "vmd", max_iter=10, tol=0.0, backend="torch"))
+    with pytest.raises(InputError, match="backend='numba' needs the images on the CPU and numba installed"):
+        decompose(x, "vmd", backend="numba")
 
 
 def test_vmd_recovers_cosines():

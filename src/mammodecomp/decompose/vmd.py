@@ -87,7 +87,7 @@ def _filter(fy, fx, A, alpha, om):
     return Wf, s
 
 
-def _init_omega(init, n_img, n_modes, dc, seed, Pw, fy, fx, A, alpha, dtype, device):
+def _init_omega(init, n_img, n_modes, dc, seed, Pw, fy, fx, A, alpha, dtype, device, backend="torch"):
     M = n_modes
     n_free = M - 1 if dc else M
     om = torch.zeros(n_img, M, 2, dtype=dtype, device=device)
@@ -107,14 +107,23 @@ def _init_omega(init, n_img, n_modes, dc, seed, Pw, fy, fx, A, alpha, dtype, dev
         if dc:
             om[:, 0] = 0
     elif isinstance(init, str) and init == "oriented":
-        Jxx = (Pw * fx[None, None, :] ** 2).sum((1, 2))
-        Jyy = (Pw * fy[None, :, None] ** 2).sum((1, 2))
-        Jxy = (Pw * fy[None, :, None] * fx[None, None, :]).sum((1, 2))
+        if backend == "numba":  # the same sums as one compiled pass per image
+            from . import _vmd_cpu
+            nt = torch.get_num_threads()
+            Jxx, Jyy, Jxy = torch.from_numpy(_vmd_cpu.oriented_stats(Pw.numpy(), fy.numpy(), fx.numpy(), nt)).T
+        else:
+            Jxx = (Pw * fx[None, None, :] ** 2).sum((1, 2))
+            Jyy = (Pw * fy[None, :, None] ** 2).sum((1, 2))
+            Jxy = (Pw * fy[None, :, None] * fx[None, None, :]).sum((1, 2))
         theta0 = 0.5 * torch.atan2(2 * Jxy, Jxx - Jyy)  # (N,)
         ang = theta0[:, None] + math.pi * j[None, :] / n_free  # (N, n_free)
         fan = 0.25 * torch.stack([torch.cos(ang), torch.sin(ang)], -1)  # (N, n_free, 2)
-        energy = torch.stack([(Pw * _filter(fy, fx, A, alpha, fan[:, i])[0] ** 2).sum((1, 2))
-                              for i in range(n_free)], 1)
+        if backend == "numba":
+            energy = torch.from_numpy(_vmd_cpu.oriented_energy(Pw.numpy(), A.numpy(), fy.numpy(), fx.numpy(),
+                                                               fan.numpy(), alpha, nt))
+        else:
+            energy = torch.stack([(Pw * _filter(fy, fx, A, alpha, fan[:, i])[0] ** 2).sum((1, 2))
+                                  for i in range(n_free)], 1)
         order = torch.argsort(energy, dim=1, descending=True, stable=True)
         om[:, M - n_free:] = torch.gather(fan, 1, order[..., None].expand(-1, -1, 2))
     else:
@@ -131,10 +140,30 @@ def _init_omega(init, n_img, n_modes, dc, seed, Pw, fy, fx, A, alpha, dtype, dev
     return om
 
 
+BACKENDS = ("auto", "torch", "numba")
+
+
+def _backend(backend: str, device: torch.device) -> str:
+    from . import _vmd_cpu
+    if backend not in BACKENDS:
+        raise InputError(f"vmd: backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "numba" and (device.type != "cpu" or not _vmd_cpu.available()):
+        raise InputError("vmd: backend='numba' needs the images on the CPU and numba installed "
+                         f"(device {device.type}, numba {'present' if _vmd_cpu.available() else 'missing'})")
+    if backend == "auto":
+        return "numba" if device.type == "cpu" and _vmd_cpu.available() else "torch"
+    return backend
+
+
 def vmd_coefficients(x: torch.Tensor, n_modes: int, *, alpha: float = 5000.0, tau: float = 0.0,
                      tol: float = 1e-6, max_iter: int = 500, dc: bool = True, init="oriented",
-                     seed: int = 0, zero_mean: bool = True):
+                     seed: int = 0, zero_mean: bool = True, backend: str = "auto"):
     """Run 2-D VMD on (N,H,W) ``x``; return the spectrum and the mode coefficients.
+
+    ``backend``: ``"torch"`` (tensor operations, any device), ``"numba"`` (one
+    compiled loop nest per image on the CPU, :mod:`._vmd_cpu`; several times
+    faster there) or ``"auto"`` (numba for CPU tensors when it is installed).
+    Both compute the same iterations and agree to float rounding.
 
     Returns
     -------
@@ -160,7 +189,14 @@ def vmd_coefficients(x: torch.Tensor, n_modes: int, *, alpha: float = 5000.0, ta
     Pw_all = (X.real ** 2 + X.imag ** 2) * colw
     A = 1.0 + alpha * (fy[:, None] ** 2 + fx[None, :] ** 2)
     M = n_modes
-    om_all = _init_omega(init, N, M, dc, seed, Pw_all, fy, fx, A, alpha, dt, dev)
+    backend = _backend(backend, dev)
+    om_all = _init_omega(init, N, M, dc, seed, Pw_all, fy, fx, A, alpha, dt, dev, backend)
+    if backend == "numba":
+        from . import _vmd_cpu
+        c_np, om_np, it_np, conv_np = _vmd_cpu.run(
+            Pw_all.numpy(), A.numpy(), fy.numpy(), fx.numpy(), om_all.numpy().copy(), alpha=alpha, tau=tau,
+            tol=tol, max_iter=max_iter, dc=dc, hw=float(H * W), threads=torch.get_num_threads())
+        return X, torch.from_numpy(c_np), torch.from_numpy(om_np), it_np, conv_np
     Wr = fx.numel()
     c_all = torch.zeros(N, M, H, Wr, dtype=dt, device=dev)
     iters = torch.zeros(N, dtype=torch.int64)
@@ -247,7 +283,7 @@ def vmd_coefficients(x: torch.Tensor, n_modes: int, *, alpha: float = 5000.0, ta
 @METHODS.register("vmd")
 def vmd(x: torch.Tensor, k: int, *, alpha: float = 5000.0, tau: float = 0.0, tol: float = 1e-6,
         max_iter: int = 500, dc: bool = True, init="oriented", seed: int = 0,
-        residual: str = "channel", zero_mean: bool = True):
+        residual: str = "channel", zero_mean: bool = True, backend: str = "auto"):
     """2-D VMD into K channels (modes by decreasing centre frequency, then residual).
 
     Parameters
@@ -271,6 +307,9 @@ def vmd(x: torch.Tensor, k: int, *, alpha: float = 5000.0, tau: float = 0.0, tol
     residual : ``"channel"`` (K-1 modes + residual) or ``"fold"`` (K modes,
         residual added to the lowest mode).
     zero_mean : remove the image mean before VMD (it goes to the last channel).
+    backend : ``"auto"`` (default: the compiled numba kernel for CPU tensors
+        when numba is installed, else torch), ``"torch"`` or ``"numba"``; see
+        :func:`vmd_coefficients`.
     """
     if residual not in ("channel", "fold"):
         raise InputError(f"vmd: residual must be 'channel' or 'fold', got {residual!r}")
@@ -281,23 +320,31 @@ def vmd(x: torch.Tensor, k: int, *, alpha: float = 5000.0, tau: float = 0.0, tol
         raise InputError(f"vmd: need alpha > 0, tau >= 0, tol >= 0, max_iter >= 1; got alpha={alpha}, "
                          f"tau={tau}, tol={tol}, max_iter={max_iter}")
     N, H, W = x.shape
+    backend = _backend(backend, x.device)
     X, c, om, iters, conv = vmd_coefficients(x, n_modes, alpha=alpha, tau=tau, tol=tol, max_iter=max_iter,
-                                             dc=dc, init=init, seed=seed, zero_mean=zero_mean)
-    u = torch.fft.irfft2(c * X[:, None], s=(H, W))
+                                             dc=dc, init=init, seed=seed, zero_mean=zero_mean,
+                                             backend=backend)
     mag = (om ** 2).sum(-1)
     order = torch.argsort(-mag, dim=1, stable=True)
-    u = torch.gather(u, 1, order[:, :, None, None].expand(-1, -1, H, W))
     om = torch.gather(om, 1, order[..., None].expand(-1, -1, 2))
-    r = x - u.sum(1)
     mean = x.mean((1, 2), keepdim=True) if zero_mean else torch.zeros_like(x[:, :1, :1])
-    num = torch.linalg.vector_norm((r - mean).flatten(1), dim=1)
-    den = torch.linalg.vector_norm((x - mean).flatten(1), dim=1)
-    frac = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-    if residual == "channel":
-        out = torch.cat([u, r[:, None]], 1)
+    if backend == "numba":  # sorted spectra, inverse FFTs, residual and its norm without temporaries
+        from . import _vmd_cpu
+        out, frac = _vmd_cpu.assemble(x.contiguous().numpy(), X.numpy(), c.numpy(), order.numpy(), mean.numpy().reshape(-1),
+                                      fold=(residual == "fold"), threads=torch.get_num_threads())
+        out, frac = torch.from_numpy(out), torch.from_numpy(frac)
     else:
-        out = u.clone()
-        out[:, -1] += r
+        u = torch.fft.irfft2(c * X[:, None], s=(H, W))
+        u = torch.gather(u, 1, order[:, :, None, None].expand(-1, -1, H, W))
+        r = x - u.sum(1)
+        num = torch.linalg.vector_norm((r - mean).flatten(1), dim=1)
+        den = torch.linalg.vector_norm((x - mean).flatten(1), dim=1)
+        frac = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        if residual == "channel":
+            out = torch.cat([u, r[:, None]], 1)
+        else:
+            out = u.clone()
+            out[:, -1] += r
     info = {"omega": om.cpu().numpy(), "iterations": iters, "converged": conv,
             "unreconstructed_fraction": frac.cpu().numpy()}
     return out, info
