@@ -319,6 +319,31 @@ def test_starlet_compiled_cpu_kernel_equals_torch_path(monkeypatch, shape, k):
     np.testing.assert_allclose(fast.sum(1), x, atol=1e-14)
 
 
+@pytest.mark.parametrize("shape,k", [((2, 37, 29), 5), ((1, 64, 64), 6), ((2, 9, 12), 4), ((1, 5, 3), 3),
+                                     ((1, 16, 16), 1)])
+def test_laplacian_compiled_cpu_kernel_equals_torch_path(monkeypatch, shape, k):
+    from mammodecomp.decompose import _laplacian_cpu
+    x = np.random.default_rng(2).random(shape)
+    fast, info = decompose(x, "laplacian", k=k, return_info=True)
+    monkeypatch.setattr(_laplacian_cpu, "available", lambda: False)
+    ref, ref_info = decompose(x, "laplacian", k=k, return_info=True)
+    np.testing.assert_allclose(fast, ref, atol=1e-13)
+    np.testing.assert_allclose(fast.sum(1), x, atol=1e-13)
+    assert [tuple(s) for s in info["level_shapes"]] == [tuple(s) for s in ref_info["level_shapes"]]
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_bands_packed_cpu_path_equals_torch_path(monkeypatch, k):
+    """Two real bands per complex inverse FFT == one real inverse FFT per band."""
+    import sys
+    x = np.random.default_rng(3).random((2, 37, 30))
+    fast = decompose(x, "bands", k=k)
+    monkeypatch.setattr(sys.modules["mammodecomp.decompose.bands"], "CPU_PACKED", False)
+    ref = decompose(x, "bands", k=k)
+    np.testing.assert_allclose(fast, ref, atol=1e-13)
+    np.testing.assert_allclose(fast.sum(1), x, atol=1e-13)
+
+
 def test_starlet_b3_filter_bank():
     n = 64
     x = np.zeros((1, n, n))

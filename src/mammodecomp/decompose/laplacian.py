@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import METHODS, _check_params
+from . import METHODS, _check_params, _laplacian_cpu
 
 B3 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
 
@@ -32,40 +32,53 @@ def _index(n: int, pad: int, odd: bool, device) -> torch.Tensor:
     return torch.where(m >= n, 2 * n - 1 - m, m)
 
 
-def _blur_last(x: torch.Tensor, taps: torch.Tensor, odd: bool) -> torch.Tensor:
-    n = x.shape[-1]
+def _blur(x: torch.Tensor, taps: torch.Tensor, odd: bool, axis: int) -> torch.Tensor:
+    """5-tap blur along ``axis`` with 2 samples of symmetric extension each side.
+
+    Works on the axis in place of a transposed copy (slices along ``axis``
+    stay contiguous blocks for axis -2), so no strided gathers.
+    """
+    n = x.shape[axis]
     if n >= 3:  # 2 samples each side by flipped slices
         if odd:  # whole-sample reflection
-            xp = torch.cat([x[..., 1:3].flip(-1), x, x[..., n - 3:n - 1].flip(-1)], -1)
+            parts = [x.narrow(axis, 1, 2).flip(axis), x, x.narrow(axis, n - 3, 2).flip(axis)]
         else:
-            xp = torch.cat([x[..., :2].flip(-1), x, x[..., n - 2:].flip(-1)], -1)
+            parts = [x.narrow(axis, 0, 2).flip(axis), x, x.narrow(axis, n - 2, 2).flip(axis)]
+        xp = torch.cat(parts, axis)
     else:
-        xp = x.index_select(-1, _index(n, 2, odd, x.device))
+        xp = x.index_select(axis, _index(n, 2, odd, x.device))
     t = taps.tolist()
-    out = xp[..., 0:n] * t[0]
+    out = xp.narrow(axis, 0, n) * t[0]
     for i in range(1, 5):
-        out.add_(xp[..., i:i + n], alpha=t[i])
+        out.add_(xp.narrow(axis, i, n), alpha=t[i])
     return out
 
 
-def _reduce_last(x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[-1]
-    odd = n % 2 == 1
-    y = _blur_last(x, B3, odd)
-    return y[..., ::2] if odd else 0.5 * (y[..., 0::2] + y[..., 1::2])
+def _every_other(y: torch.Tensor, axis: int, start: int) -> torch.Tensor:
+    sl = [slice(None)] * y.ndim
+    sl[axis] = slice(start, None, 2)
+    return y[tuple(sl)]
 
 
-def _expand_last(x: torch.Tensor, n: int) -> torch.Tensor:
+def _reduce_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
+    odd = x.shape[axis] % 2 == 1
+    y = _blur(x, B3, odd, axis)
+    return _every_other(y, axis, 0) if odd else 0.5 * (_every_other(y, axis, 0) + _every_other(y, axis, 1))
+
+
+def _expand_axis(x: torch.Tensor, n: int, axis: int) -> torch.Tensor:
     if n % 2 == 1:
-        up = x.new_zeros(*x.shape[:-1], n)
-        up[..., ::2] = x
-        return _blur_last(up, 2 * B3, True)
-    return _blur_last(x.repeat_interleave(2, -1), B3, False)
+        shape = list(x.shape)
+        shape[axis] = n
+        up = x.new_zeros(shape)
+        _every_other(up, axis, 0).copy_(x)
+        return _blur(up, 2 * B3, True, axis)
+    return _blur(x.repeat_interleave(2, axis), B3, False, axis)
 
 
 def reduce(x: torch.Tensor) -> torch.Tensor:
     """Blur and halve both axes of (N,H,W) ``x`` (ceil for odd sizes)."""
-    return _reduce_last(_reduce_last(x).transpose(-1, -2)).transpose(-1, -2)
+    return _reduce_axis(_reduce_axis(x, -1), -2)
 
 
 def expand(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -76,13 +89,17 @@ def expand(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     True
     """
     h, w = size
-    return _expand_last(_expand_last(x, w).transpose(-1, -2), h).transpose(-1, -2)
+    return _expand_axis(_expand_axis(x, w, -1), h, -2)
 
 
 @METHODS.register("laplacian")
 def laplacian(x: torch.Tensor, k: int, **params):
     """Laplacian pyramid: K-1 full-size band-pass channels + low-pass residual."""
     _check_params("laplacian", params)
+    if x.device.type == "cpu" and _laplacian_cpu.available():  # same arithmetic, compiled
+        out, shapes = _laplacian_cpu.laplacian(x.contiguous().numpy(), k, B3.double().numpy(),
+                                               torch.get_num_threads())
+        return torch.from_numpy(out), {"level_shapes": shapes}
     g = [x]
     for _ in range(k - 1):
         g.append(reduce(g[-1]))
