@@ -253,6 +253,21 @@ def test_vmd_numba_output_equals_torch_output(residual):
     assert ia["unreconstructed_fraction"][2] == 0 and np.all(ia["unreconstructed_fraction"][:2] > 0)
 
 
+@pytest.mark.parametrize("method", ["vmd", "starlet", "laplacian", "bands"])
+def test_compiled_cpu_paths_leave_torch_thread_count_alone(method):
+    """numba and torch share the OpenMP runtime; a decomposition must not change torch's
+    thread count (a resumed training run would round differently)."""
+    prev = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            decompose(np.random.default_rng(0).random((3, 24, 24)).astype(np.float32), method, max_iter=3) \
+                if method == "vmd" else decompose(np.random.default_rng(0).random((3, 24, 24)), method)
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(prev)
+
+
 def test_vmd_backend_choice_and_errors(monkeypatch):
     from mammodecomp.decompose import _vmd_cpu
     x = _texture(16, seed=3).astype(np.float32)

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._vmd_cpu import _threads, available  # noqa: F401  (one numba probe, one thread guard)
+from ._vmd_cpu import _numba, _threads, available  # noqa: F401  (one numba probe, one thread guard)
 
-_KERNEL = None
-
-
-def _build():
-    import numba
+if _numba is not None:
     from numba import njit, prange
 
     @njit(cache=True)
@@ -93,7 +89,7 @@ def _build():
                 out[r, q] = out_line[r]
 
     @njit(parallel=True, cache=True)
-    def pyramid(x, hs, ws, taps, taps2, out):
+    def _pyramid(x, hs, ws, taps, taps2, out):
         N, H, W = x.shape
         L = hs.shape[0]  # levels 0..K-1
         K = out.shape[1]
@@ -133,15 +129,10 @@ def _build():
                         acc = acc + out[n, j, r, q]
                     out[n, K - 1, r, q] = x[n, r, q] - acc
 
-    return numba, pyramid
 
 
 def laplacian(x: np.ndarray, k: int, taps: np.ndarray, threads: int) -> tuple[np.ndarray, list]:
     """(N,K,H,W) Laplacian-pyramid channels of (N,H,W) ``x`` and the level shapes."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _build()
-    numba, kern = _KERNEL
     N, H, W = x.shape
     hs, ws = [H], [W]
     for _ in range(k - 1):
@@ -149,7 +140,7 @@ def laplacian(x: np.ndarray, k: int, taps: np.ndarray, threads: int) -> tuple[np
         ws.append((ws[-1] + 1) // 2)
     out = np.empty((N, k, H, W), dtype=x.dtype)
     t = np.asarray(taps, dtype=x.dtype)
-    with _threads(numba, threads):
-        kern(np.ascontiguousarray(x), np.array(hs, dtype=np.int64), np.array(ws, dtype=np.int64), t,
+    with _threads(threads):
+        _pyramid(np.ascontiguousarray(x), np.array(hs, dtype=np.int64), np.array(ws, dtype=np.int64), t,
              (2 * t).astype(x.dtype), out)
     return out, list(zip(hs, ws))

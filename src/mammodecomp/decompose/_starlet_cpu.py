@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._vmd_cpu import _threads, available  # noqa: F401  (one numba probe, one thread guard)
+from ._vmd_cpu import _numba, _threads, available  # noqa: F401  (one numba probe, one thread guard)
 
-_KERNEL = None
-
-
-def _build():
-    import numba
+if _numba is not None:
     from numba import njit, prange
 
     @njit(cache=True, inline="always")
@@ -24,7 +20,7 @@ def _build():
         return 2 * n - 1 - m if m >= n else m
 
     @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy", cache=True)
-    def starlet(x, h, levels, out):
+    def _kernel(x, h, levels, out):
         N, H, W = x.shape
         L = h.shape[0]
         half = L // 2
@@ -59,17 +55,12 @@ def _build():
                 for q in range(W):
                     out[n, levels, r, q] = c[r, q]
 
-    return numba, starlet
 
 
 def starlet(x: np.ndarray, taps, k: int, threads: int) -> np.ndarray:
     """(N,K,H,W) starlet of (N,H,W) ``x`` with normalised ``taps`` (K-1 details + approximation)."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _build()
-    numba, kern = _KERNEL
     out = np.empty((x.shape[0], k) + x.shape[1:], dtype=x.dtype)
     h = np.asarray(taps, dtype=x.dtype)
-    with _threads(numba, threads):
-        kern(np.ascontiguousarray(x), h, k - 1, out)
+    with _threads(threads):
+        _kernel(np.ascontiguousarray(x), h, k - 1, out)
     return out

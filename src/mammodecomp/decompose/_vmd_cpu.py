@@ -21,30 +21,30 @@ partial sums), so values differ from the torch path by float rounding only;
 the tests hold both paths to the same loop-by-loop transcription of the
 authors' MATLAB code (float64, 1e-8) and to each other.
 
-numba is imported lazily: without it, or on a GPU, the torch path runs.
+This module (and numba) is imported only when a CPU decomposition runs;
+without numba, or on a GPU, the torch paths run. The kernels are module-level
+functions so numba's on-disk cache serves them across processes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-_KERNEL = None
+try:  # optional: without numba the torch paths run
+    import numba as _numba
+    from numba import njit, prange
+except Exception:  # pragma: no cover - depends on the environment
+    _numba = None
+
 # reassoc: SIMD reductions; contract: FMA. No nnan/ninf (the den > 0 tests must hold).
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def available() -> bool:
-    """Whether numba can be imported (the kernel compiles on first use)."""
-    try:
-        import numba  # noqa: F401
-    except Exception:  # pragma: no cover - depends on the environment
-        return False
-    return True
+    """Whether numba is importable (kernels compile on first use, then load from numba's cache)."""
+    return _numba is not None
 
 
-def _build():
-    import numba
-    from numba import njit, prange
-
+if _numba is not None:
     @njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
     def one_image(Pw, A, invA, fy, fx, om, c, R, m, cst, max_iter, dc, use_tau, use_tol):
         # cst: [alpha, tau, tol, hw, 0, 1, 2] in the data dtype
@@ -195,28 +195,31 @@ def _build():
                     den += e * e
             frac[n] = np.sqrt(num / den) if den > 0 else 0.0
 
-    return numba, batch, moments, fan_energy, spectra, finish
-
-
-def _kernels():
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _build()
-    return _KERNEL
 
 
 class _threads:
-    """Run numba's parallel loops on ``n`` threads (torch's count), then restore."""
+    """Run numba's parallel loops on ``n`` threads (torch's count), then restore both.
 
-    def __init__(self, numba, n: int):
-        self.numba, self.n = numba, max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba's OpenMP layer and torch share one OpenMP runtime: setting numba's
+    thread count sets torch's too (``omp_set_num_threads``), which would
+    change torch's reduction order, hence its float rounding, after any
+    decomposition. So torch's count is put back on the way out.
+    """
+
+    def __init__(self, n: int):
+        self.numba = _numba
+        self.n = max(1, min(int(n), _numba.config.NUMBA_NUM_THREADS))
 
     def __enter__(self):
+        import torch
+        self.torch_threads = torch.get_num_threads()
         self.prev = self.numba.get_num_threads()
         self.numba.set_num_threads(self.n)
 
     def __exit__(self, *exc):
+        import torch
         self.numba.set_num_threads(self.prev)
+        torch.set_num_threads(self.torch_threads)
 
 
 def _consts(dt, alpha: float = 0.0, tau: float = 0.0, tol: float = 0.0, hw: float = 1.0) -> np.ndarray:
@@ -225,9 +228,8 @@ def _consts(dt, alpha: float = 0.0, tau: float = 0.0, tol: float = 0.0, hw: floa
 
 def oriented_stats(Pw: np.ndarray, fy: np.ndarray, fx: np.ndarray, threads: int) -> np.ndarray:
     """(N,3) spectral moments ``sum Pw fx^2, sum Pw fy^2, sum Pw fy fx`` of the ``oriented`` init."""
-    numba, _, moments, _, _, _ = _kernels()
     out = np.zeros((Pw.shape[0], 3), dtype=Pw.dtype)
-    with _threads(numba, threads):
+    with _threads(threads):
         moments(np.ascontiguousarray(Pw), np.ascontiguousarray(fy), np.ascontiguousarray(fx), out)
     return out
 
@@ -235,9 +237,8 @@ def oriented_stats(Pw: np.ndarray, fy: np.ndarray, fx: np.ndarray, threads: int)
 def oriented_energy(Pw: np.ndarray, A: np.ndarray, fy: np.ndarray, fx: np.ndarray, fan: np.ndarray,
                     alpha: float, threads: int) -> np.ndarray:
     """(N,F) energy ``sum Pw W^2`` that each candidate centre frequency's Wiener filter captures."""
-    numba, _, _, fan_energy, _, _ = _kernels()
     out = np.zeros(fan.shape[:2], dtype=Pw.dtype)
-    with _threads(numba, threads):
+    with _threads(threads):
         fan_energy(np.ascontiguousarray(Pw), np.ascontiguousarray(A), np.ascontiguousarray(fy),
                    np.ascontiguousarray(fx), np.ascontiguousarray(fan), _consts(Pw.dtype, alpha), out)
     return out
@@ -257,7 +258,6 @@ def run(Pw: np.ndarray, A: np.ndarray, fy: np.ndarray, fx: np.ndarray, om: np.nd
     -------
     c : (N,M,H,Wr) coefficients; om; iters (N,) int64; converged (N,) bool.
     """
-    numba, batch, _, _, _, _ = _kernels()
     dt = Pw.dtype
     N, H, Wr = Pw.shape
     M = om.shape[1]
@@ -268,7 +268,7 @@ def run(Pw: np.ndarray, A: np.ndarray, fy: np.ndarray, fx: np.ndarray, om: np.nd
     iters = np.zeros(N, dtype=np.int64)
     conv = np.zeros(N, dtype=np.bool_)
     invA = (1.0 / A).astype(dt)
-    with _threads(numba, threads):
+    with _threads(threads):
         batch(np.ascontiguousarray(Pw), np.ascontiguousarray(A), invA, np.ascontiguousarray(fy),
               np.ascontiguousarray(fx), om, c, R, m, cst, int(max_iter), bool(dc), bool(tau > 0), bool(tol > 0),
               iters, conv)
@@ -284,13 +284,12 @@ def assemble(x: np.ndarray, X: np.ndarray, c: np.ndarray, order: np.ndarray, mea
     fraction per image. The channels add up to ``x`` by construction.
     """
     from scipy import fft as sfft
-    numba, _, _, _, spectra, finish = _kernels()
     N, H, W = x.shape
     M = order.shape[1]
     Z = np.empty((N, M) + X.shape[1:], dtype=X.dtype)
     out = np.empty((N, M if fold else M + 1, H, W), dtype=x.dtype)
     frac = np.empty(N, dtype=np.float64)
-    with _threads(numba, threads):
+    with _threads(threads):
         spectra(c, X, order, Z)
         u = sfft.irfft2(Z, s=(H, W), overwrite_x=True, workers=max(1, int(threads)))
         finish(u, x, mean.astype(x.dtype), bool(fold), out, frac)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import METHODS, _check_params, _laplacian_cpu
+from . import METHODS, _check_params
 
 B3 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
 
@@ -96,6 +96,7 @@ def expand(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def laplacian(x: torch.Tensor, k: int, **params):
     """Laplacian pyramid: K-1 full-size band-pass channels + low-pass residual."""
     _check_params("laplacian", params)
+    from . import _laplacian_cpu  # imports numba, so only when a CPU decomposition runs
     if x.device.type == "cpu" and _laplacian_cpu.available():  # same arithmetic, compiled
         out, shapes = _laplacian_cpu.laplacian(x.contiguous().numpy(), k, B3.double().numpy(),
                                                torch.get_num_threads())

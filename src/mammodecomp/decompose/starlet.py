@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import METHODS, _check_params, _starlet_cpu
+from . import METHODS, _check_params
 from ._filters import sep_conv
 
 B3 = (1.0, 4.0, 6.0, 4.0, 1.0)
@@ -27,6 +27,7 @@ def starlet(x: torch.Tensor, k: int, **params):
     """
     _check_params("starlet", params)
     info = {"kernel": [v / 16 for v in B3], "scales": k - 1}
+    from . import _starlet_cpu  # imports numba, so only when a CPU decomposition runs
     if x.device.type == "cpu" and _starlet_cpu.available():
         taps = [v / sum(B3) for v in B3]
         out = _starlet_cpu.starlet(x.contiguous().numpy(), taps, k, torch.get_num_threads())
