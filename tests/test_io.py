@@ -196,3 +196,35 @@ def test_colour_png_to_grey(tmp_path):
     Image.fromarray(a).save(tmp_path / "c.png")
     out = read_image(tmp_path / "c.png")
     assert out.shape == (4, 4) and out.max() == pytest.approx(0.587, abs=0.01)
+
+
+def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_files_mode(tmp_path):
+    import os
+    from mammodecomp.io import atomic_write
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "report.html", "w") as f:
+            f.write("x")
+        assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        (tmp_path / "secret.json").write_text("{}")
+        os.chmod(tmp_path / "secret.json", 0o600)
+        with atomic_write(tmp_path / "secret.json", "w") as f:
+            f.write("{}")
+        assert (tmp_path / "secret.json").stat().st_mode & 0o777 == 0o600
+        os.umask(0o077)
+        with atomic_write(tmp_path / "private.txt", "w") as f:
+            f.write("x")
+        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_progress_bars_redraw_rarely_when_stderr_is_not_a_terminal(monkeypatch):
+    import io
+    import sys
+    from mammodecomp.progress import progress
+    monkeypatch.delenv("MAMMODECOMP_QUIET", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    bar = progress(range(3), desc="x")
+    assert bar.mininterval == 30.0
+    list(bar)

@@ -14,8 +14,9 @@ import contextlib
 import json
 import logging
 import os
-import warnings
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +47,12 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (or keep the old file's)
+        try:
+            perm = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            perm = 0o666 & ~_umask()
+        os.fchmod(fd, perm)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -55,6 +62,12 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj) -> None:
