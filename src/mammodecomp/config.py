@@ -93,7 +93,14 @@ class TrainConfig(_Strict):
     seed: int = 0
     threads: int | None = None
     keras_l2: bool = False        # add the seed model's L2 penalty on its dense kernels
-    probe_C: float = Field(1.0, gt=0)  # probe recipe: inverse L2 strength
+    probe_C: float = Field(1.0, gt=0)  # probe recipe: inverse L2 strength (centre of the C grid)
+    # probe recipe: which frozen features. None: the backbone's pooled head features; a list of
+    # stage indices (timm ``forward_intermediates``): the spatial mean and std of those stages
+    probe_stages: list[int] | None = None
+    probe_tta: Literal["none", "dihedral"] = "none"   # average features over the 8 flips/rotations
+    # how C is chosen: on the inner validation split (model fit on the training part), or by a
+    # patient-grouped 5-fold CV over training + inner validation (model refit on both)
+    probe_select: Literal["val", "inner-cv"] = "val"
 
 
 class CVConfig(_Strict):
@@ -141,10 +148,12 @@ RECIPES: dict[str, dict] = {
                   "augment": True},
         "data": {"roi_size": 224},
     },
-    # Frozen pretrained features + L2 logistic regression per fold.
+    # Frozen pretrained features + L2 logistic regression per fold: mean and std of three
+    # mid-level stages, averaged over the 8 flips/rotations, C by patient-grouped inner CV.
     "probe": {
         "model": {"name": "timm:tf_efficientnet_lite0", "pretrained": True},
-        "train": {"epochs": 1, "normalize": "none", "augment": False},
+        "train": {"epochs": 1, "normalize": "none", "augment": False, "probe_stages": [1, 2, 3],
+                  "probe_tta": "dihedral", "probe_select": "inner-cv"},
         "data": {"roi_size": 224},
     },
 }
