@@ -206,8 +206,9 @@ def run(quick: bool) -> str:
                   "|---:|---:|---:|---:|", *alpha_lines]
     note = (f"; the fastest public 2-D VMD port took {min(port):.1f} s/image here, against ~2.5 s/image quoted "
             "in the issue") if port else ""
-    lines += ["", f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on 2 cores (other sessions "
-              f"shared the machine{note})."]
+    load = os.getloadavg()[0]
+    shared = "other work shared the machine" if load > 1.5 else "the machine was otherwise idle"
+    lines += ["", f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores ({shared}{note})."]
     lines.append("")
     return "\n".join(lines)
 
