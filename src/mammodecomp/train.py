@@ -385,7 +385,7 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
         _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(tr_auc=f"{row['train_auc']:.2f}", va_auc=f"{row['val_auc']:.2f}",
-                            va_loss=f"{row['val_loss']:.2f}")
+                            va_loss=f"{row['val_loss']:.2f}", refresh=False)  # shown at the bar's next redraw
         if stop:
             break
     model.load_state_dict(load_weights(best_path))
