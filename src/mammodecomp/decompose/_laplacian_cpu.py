@@ -52,7 +52,7 @@ if _numba is not None:
                 dst[i] = 0.5 * (work[2 * i] + work[2 * i + 1])
 
     @njit(cache=True)
-    def expand_line(src, m, n, taps, taps2, up, dst):
+    def expand_line(src, n, taps, taps2, up, dst):
         if n % 2 == 1:
             for i in range(n):
                 up[i] = src[i // 2] if i % 2 == 0 else 0.0
@@ -65,8 +65,7 @@ if _numba is not None:
     @njit(cache=True)
     def reduce2d(a, h, w, taps, tmp, line, work, out_line, out):
         # rows (last axis) into tmp (h x w2), then columns into out (h2 x w2)
-        w2 = (w + 1) // 2 if w % 2 == 1 else w // 2
-        h2 = (h + 1) // 2 if h % 2 == 1 else h // 2
+        w2, h2 = (w + 1) // 2, (h + 1) // 2  # ceil: odd lengths keep both ends
         for r in range(h):
             reduce_line(a[r], w, taps, work, tmp[r])
         for q in range(w2):
@@ -80,11 +79,11 @@ if _numba is not None:
     def expand2d(a, h, w, H, W, taps, taps2, tmp, line, up, out_line, out):
         # last axis: (h x w) -> tmp (h x W), then rows: -> out (H x W)
         for r in range(h):
-            expand_line(a[r], w, W, taps, taps2, up, tmp[r])
+            expand_line(a[r], W, taps, taps2, up, tmp[r])
         for q in range(W):
             for r in range(h):
                 line[r] = tmp[r, q]
-            expand_line(line, h, H, taps, taps2, up, out_line)
+            expand_line(line, H, taps, taps2, up, out_line)
             for r in range(H):
                 out[r, q] = out_line[r]
 
@@ -130,7 +129,6 @@ if _numba is not None:
                     out[n, K - 1, r, q] = x[n, r, q] - acc
 
 
-
 def laplacian(x: np.ndarray, k: int, taps: np.ndarray, threads: int) -> tuple[np.ndarray, list]:
     """(N,K,H,W) Laplacian-pyramid channels of (N,H,W) ``x`` and the level shapes."""
     N, H, W = x.shape
@@ -142,5 +140,5 @@ def laplacian(x: np.ndarray, k: int, taps: np.ndarray, threads: int) -> tuple[np
     t = np.asarray(taps, dtype=x.dtype)
     with _threads(threads):
         _pyramid(np.ascontiguousarray(x), np.array(hs, dtype=np.int64), np.array(ws, dtype=np.int64), t,
-             (2 * t).astype(x.dtype), out)
+                 (2 * t).astype(x.dtype), out)
     return out, list(zip(hs, ws))

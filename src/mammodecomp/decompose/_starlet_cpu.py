@@ -56,7 +56,6 @@ if _numba is not None:
                     out[n, levels, r, q] = c[r, q]
 
 
-
 def starlet(x: np.ndarray, taps, k: int, threads: int) -> np.ndarray:
     """(N,K,H,W) starlet of (N,H,W) ``x`` with normalised ``taps`` (K-1 details + approximation)."""
     out = np.empty((x.shape[0], k) + x.shape[1:], dtype=x.dtype)

@@ -196,7 +196,6 @@ if _numba is not None:
             frac[n] = np.sqrt(num / den) if den > 0 else 0.0
 
 
-
 class _threads:
     """Run numba's parallel loops on ``n`` threads (torch's count), then restore both.
 

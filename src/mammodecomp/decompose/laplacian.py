@@ -96,11 +96,12 @@ def expand(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def laplacian(x: torch.Tensor, k: int, **params):
     """Laplacian pyramid: K-1 full-size band-pass channels + low-pass residual."""
     _check_params("laplacian", params)
-    from . import _laplacian_cpu  # imports numba, so only when a CPU decomposition runs
-    if x.device.type == "cpu" and _laplacian_cpu.available():  # same arithmetic, compiled
-        out, shapes = _laplacian_cpu.laplacian(x.contiguous().numpy(), k, B3.double().numpy(),
-                                               torch.get_num_threads())
-        return torch.from_numpy(out), {"level_shapes": shapes}
+    if x.device.type == "cpu":
+        from . import _laplacian_cpu  # imports numba: only for CPU tensors
+        if _laplacian_cpu.available():  # same arithmetic, compiled
+            out, shapes = _laplacian_cpu.laplacian(x.contiguous().numpy(), k, B3.double().numpy(),
+                                                   torch.get_num_threads())
+            return torch.from_numpy(out), {"level_shapes": shapes}
     g = [x]
     for _ in range(k - 1):
         g.append(reduce(g[-1]))

@@ -27,11 +27,12 @@ def starlet(x: torch.Tensor, k: int, **params):
     """
     _check_params("starlet", params)
     info = {"kernel": [v / 16 for v in B3], "scales": k - 1}
-    from . import _starlet_cpu  # imports numba, so only when a CPU decomposition runs
-    if x.device.type == "cpu" and _starlet_cpu.available():
-        taps = [v / sum(B3) for v in B3]
-        out = _starlet_cpu.starlet(x.contiguous().numpy(), taps, k, torch.get_num_threads())
-        return torch.from_numpy(out), info
+    if x.device.type == "cpu":
+        from . import _starlet_cpu  # imports numba: only for CPU tensors
+        if _starlet_cpu.available():
+            taps = [v / sum(B3) for v in B3]
+            out = _starlet_cpu.starlet(x.contiguous().numpy(), taps, k, torch.get_num_threads())
+            return torch.from_numpy(out), info
     out = []
     c = x
     for j in range(k - 1):

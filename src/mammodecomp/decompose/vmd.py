@@ -144,15 +144,19 @@ BACKENDS = ("auto", "torch", "numba")
 
 
 def _backend(backend: str, device: torch.device) -> str:
-    from . import _vmd_cpu
+    """The backend that will run: ``backend`` checked, ``"auto"`` resolved (numba imported only on a CPU)."""
     if backend not in BACKENDS:
         raise InputError(f"vmd: backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend == "numba" and (device.type != "cpu" or not _vmd_cpu.available()):
-        raise InputError("vmd: backend='numba' needs the images on the CPU and numba installed "
-                         f"(device {device.type}, numba {'present' if _vmd_cpu.available() else 'missing'})")
-    if backend == "auto":
-        return "numba" if device.type == "cpu" and _vmd_cpu.available() else "torch"
-    return backend
+    if backend == "torch":
+        return backend
+    has_numba = False
+    if device.type == "cpu":
+        from . import _vmd_cpu
+        has_numba = _vmd_cpu.available()
+    if backend == "numba" and not has_numba:
+        why = "numba is not installed" if device.type == "cpu" else f"the images are on {device.type}"
+        raise InputError(f"vmd: backend='numba' needs the images on the CPU and numba installed ({why})")
+    return "numba" if has_numba else "torch"
 
 
 def vmd_coefficients(x: torch.Tensor, n_modes: int, *, alpha: float = 5000.0, tau: float = 0.0,
@@ -330,8 +334,9 @@ def vmd(x: torch.Tensor, k: int, *, alpha: float = 5000.0, tau: float = 0.0, tol
     mean = x.mean((1, 2), keepdim=True) if zero_mean else torch.zeros_like(x[:, :1, :1])
     if backend == "numba":  # sorted spectra, inverse FFTs, residual and its norm without temporaries
         from . import _vmd_cpu
-        out, frac = _vmd_cpu.assemble(x.contiguous().numpy(), X.numpy(), c.numpy(), order.numpy(), mean.numpy().reshape(-1),
-                                      fold=(residual == "fold"), threads=torch.get_num_threads())
+        out, frac = _vmd_cpu.assemble(x.contiguous().numpy(), X.numpy(), c.numpy(), order.numpy(),
+                                      mean.numpy().reshape(-1), fold=(residual == "fold"),
+                                      threads=torch.get_num_threads())
         out, frac = torch.from_numpy(out), torch.from_numpy(frac)
     else:
         u = torch.fft.irfft2(c * X[:, None], s=(H, W))
