@@ -268,6 +268,42 @@ def test_compiled_cpu_paths_leave_torch_thread_count_alone(method):
         torch.set_num_threads(prev)
 
 
+_COMPILE_PROBE = """
+import hashlib, json, sys
+import numpy as np
+from mammodecomp.decompose import decompose, _vmd_cpu, _starlet_cpu, _laplacian_cpu
+x = np.random.default_rng(0).random((5, 24, 24)).astype(np.float32)
+runs = {"vmd": dict(max_iter=20), "vmd-oriented": dict(max_iter=20, init="oriented"), "starlet": {},
+        "laplacian": {}}
+out = {m: hashlib.sha256(decompose(x, m.split("-")[0], 4, **kw).tobytes()).hexdigest() for m, kw in runs.items()}
+kernels = [_vmd_cpu.batch, _vmd_cpu.moments, _vmd_cpu.fan_energy, _starlet_cpu._kernel, _laplacian_cpu._pyramid]
+out["hits"] = sum(sum(k.stats.cache_hits.values()) for k in kernels)
+out["misses"] = sum(sum(k.stats.cache_misses.values()) for k in kernels)
+json.dump(out, sys.stdout)
+"""
+
+
+def test_compiled_kernels_give_the_same_bits_fresh_and_from_numba_cache(tmp_path):
+    """A fresh checkout compiles the kernels in-process; later processes load numba's disk
+    cache. Both must round the same way (with fastmath reassoc they did not: a Ray worker's
+    store entry differed from the single-process one in a fresh clone)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("numba")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    runs = []
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-c", _COMPILE_PROBE], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs.append(json.loads(p.stdout))
+    fresh, cached = runs
+    assert fresh.pop("hits") == 0 and fresh.pop("misses") > 0          # compiled here
+    assert cached.pop("misses") == 0 and cached.pop("hits") > 0        # loaded from the cache
+    assert fresh == cached
+
+
 def test_vmd_backend_choice_and_errors(monkeypatch):
     from mammodecomp.decompose import _vmd_cpu
     x = _texture(16, seed=3).astype(np.float32)

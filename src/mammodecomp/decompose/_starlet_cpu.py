@@ -19,7 +19,7 @@ if _numba is not None:
         m = i % (2 * n)
         return 2 * n - 1 - m if m >= n else m
 
-    @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy", cache=True)
+    @njit(parallel=True, fastmath={"nsz"}, error_model="numpy", cache=True)  # no reassoc/contract: see _vmd_cpu
     def _kernel(x, h, levels, out):
         N, H, W = x.shape
         L = h.shape[0]
@@ -43,10 +43,11 @@ if _numba is not None:
                     for q in range(W + 2 * r0):
                         row[q] = tmp[r, sym(q - r0, W)]
                     for q in range(W):
-                        acc = h[0] * row[q]
-                        for t in range(1, L):
-                            acc += h[t] * row[q + t * d]
-                        nxt[r, q] = acc
+                        nxt[r, q] = h[0] * row[q]
+                    for t in range(1, L):  # tap by tap: the column loop vectorises, each sum in tap order
+                        o = t * d
+                        for q in range(W):
+                            nxt[r, q] += h[t] * row[q + o]
                 for r in range(H):
                     for q in range(W):
                         out[n, j, r, q] = c[r, q] - nxt[r, q]

@@ -16,8 +16,10 @@ through memory. Here the same arithmetic runs as one loop nest per image:
   stopping test, so results do not depend on the thread count or on which
   other images share the batch.
 
-The sums use the data type's precision with reassociation allowed (SIMD
-partial sums), so values differ from the torch path by float rounding only;
+The sums use the data type's precision, one partial sum per frequency
+column added up in a fixed order (vectorised, and the same bits however
+numba compiles the loops), so values differ from the torch path by float
+rounding only;
 the tests hold both paths to the same loop-by-loop transcription of the
 authors' MATLAB code (float64, 1e-8) and to each other.
 
@@ -35,8 +37,15 @@ try:  # optional: without numba the torch paths run
 except Exception:  # pragma: no cover - depends on the environment
     _numba = None
 
-# reassoc: SIMD reductions; contract: FMA. No nnan/ninf (the den > 0 tests must hold).
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+# contract: FMA; nsz, arcp: signed zeros and reciprocals. No nnan/ninf (the den > 0
+# tests must hold) and no reassoc: with reassoc LLVM may split a reduction
+# into SIMD partial sums in a different way in the code it compiles in-process
+# and in the code numba caches on disk, so a fresh compile and a cached one
+# rounded differently (the same images gave other bits in a fresh checkout
+# than in the next process). The kernels keep one partial sum per column
+# instead (the column loop vectorises with no reduction in it) and add the
+# columns up in order: the same bits however the loops are compiled.
+_FASTMATH = {"nsz"}
 
 
 def available() -> bool:
@@ -55,6 +64,7 @@ if _numba is not None:
         M = c.shape[0]
         H, Wr = Pw.shape
         om_old = np.empty_like(om)
+        acc = np.empty((5, Wr), dtype=Pw.dtype)  # per-column partial sums (see _FASTMATH)
         it = 0
         done = False
         while it < max_iter and not done:
@@ -62,6 +72,7 @@ if _numba is not None:
             udiff = zero
             for k in range(M):
                 ck = c[k]
+                acc[:, :] = zero
                 if dc and k == 0:  # omega = 0 for good: W = 1/A, no centre update
                     for r in range(H):
                         for q in range(Wr):
@@ -69,12 +80,13 @@ if _numba is not None:
                             g = u * invA[r, q]
                             R[r, q] = u - g
                             d = g - ck[r, q]
-                            udiff += d * d * Pw[r, q]
+                            acc[0, q] += d * d * Pw[r, q]
                             ck[r, q] = g
+                    for q in range(Wr):
+                        udiff += acc[0, q]
                     continue
                 ox, oy = om[k, 0], om[k, 1]
                 base = alpha * (ox * ox + oy * oy)
-                den, sx, sy, sa = zero, zero, zero, zero
                 for r in range(H):
                     fyr = fy[r]
                     for q in range(Wr):
@@ -86,15 +98,22 @@ if _numba is not None:
                         R[r, q] = u - g
                         d = g - old
                         p = Pw[r, q]
-                        udiff += d * d * p
+                        acc[0, q] += d * d * p
                         ck[r, q] = g
                         e = g * g * p  # |u_k|^2, column-weighted
-                        den += e
                         sg = one if s > zero else (-one if s < zero else zero)
                         se = sg * e
-                        sx += se * fx[q]
-                        sy += se * fyr
-                        sa += abs(sg) * e
+                        acc[1, q] += e
+                        acc[2, q] += se * fx[q]
+                        acc[3, q] += se * fyr
+                        acc[4, q] += abs(sg) * e
+                den, sx, sy, sa = zero, zero, zero, zero
+                for q in range(Wr):  # column sums, then across columns: a fixed order
+                    udiff += acc[0, q]
+                    den += acc[1, q]
+                    sx += acc[2, q]
+                    sy += acc[3, q]
+                    sa += acc[4, q]
                 tot = den + sa
                 if tot > zero:
                     nx, ny = two * sx / tot, two * sy / tot
@@ -131,31 +150,39 @@ if _numba is not None:
     def moments(Pw, fy, fx, out):  # out (N,3): sum Pw fx^2, sum Pw fy^2, sum Pw fy fx
         H, Wr = Pw.shape[1], Pw.shape[2]
         for n in prange(Pw.shape[0]):
-            a, b, c = out[n, 0], out[n, 1], out[n, 2]  # zeros of the data dtype
+            acc = np.zeros((3, Wr), dtype=Pw.dtype)  # per-column partial sums (see _FASTMATH)
             for r in range(H):
                 fyr = fy[r]
                 for q in range(Wr):
                     p = Pw[n, r, q]
-                    a += p * fx[q] * fx[q]
-                    b += p * fyr * fyr
-                    c += p * fyr * fx[q]
-            out[n, 0], out[n, 1], out[n, 2] = a, b, c
+                    acc[0, q] += p * fx[q] * fx[q]
+                    acc[1, q] += p * fyr * fyr
+                    acc[2, q] += p * fyr * fx[q]
+            for j in range(3):
+                t = out[n, j]  # zero of the data dtype
+                for q in range(Wr):
+                    t += acc[j, q]
+                out[n, j] = t
 
     @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
     def fan_energy(Pw, A, fy, fx, fan, cst, out):  # out (N,F): sum Pw W(fan_f)^2
         alpha, one, two = cst[0], cst[5], cst[6]
         H, Wr = Pw.shape[1], Pw.shape[2]
         for n in prange(Pw.shape[0]):
+            acc = np.empty(Wr, dtype=Pw.dtype)
             for f in range(fan.shape[1]):
                 ox, oy = fan[n, f, 0], fan[n, f, 1]
                 base = alpha * (ox * ox + oy * oy)
-                e = out[n, f]
+                acc[:] = out[n, f]  # zeros of the data dtype
                 for r in range(H):
                     fyr = fy[r]
                     for q in range(Wr):
                         s = fyr * oy + fx[q] * ox
                         w = one / (A[r, q] + base - two * alpha * abs(s))
-                        e += Pw[n, r, q] * w * w
+                        acc[q] += Pw[n, r, q] * w * w
+                e = out[n, f]
+                for q in range(Wr):
+                    e += acc[q]
                 out[n, f] = e
 
     @njit(parallel=True, error_model="numpy", cache=True)
