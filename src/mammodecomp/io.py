@@ -65,6 +65,15 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
 
 
 def _umask() -> int:
+    """The process's umask: read from /proc on Linux (setting it to read it back, the
+    portable way, would briefly change it for every other thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
