@@ -143,3 +143,15 @@ def test_stale_temp_files_of_a_killed_run_are_cleared(tiny_run):
     stale.write_bytes(b"half")
     cross_validate(tiny_cfg(d), run_dir, progress_bars=False)
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_a_bad_weights_file_fails_before_any_work(tmp_path, content):
+    """model.weights is read first: the one-line error comes before ROIs are cut or decomposed."""
+    w = tmp_path / "lite0.pth"
+    if content is not None:
+        w.write_bytes(content)
+    cfg = tiny_cfg(tmp_path, f"model.weights={w}", recipe="probe")
+    with pytest.raises(InputError, match="weights file not found" if content is None else "cannot read weights"):
+        cross_validate(cfg, tmp_path / "run", progress_bars=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()

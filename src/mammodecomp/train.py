@@ -659,6 +659,9 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     _check_existing(run_dir, cfg)
+    if cfg.model.weights:   # a bad weights file fails now, not after the ROIs are decomposed
+        from .models.weights import load_state_dict_file
+        load_state_dict_file(cfg.model.weights)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     t_start = time.perf_counter()
