@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._vmd_cpu import _numba, _threads, available  # noqa: F401  (one numba probe, one thread guard)
+from ._vmd_cpu import _FASTMATH, _numba, _threads, available  # noqa: F401  (one numba probe, flags, thread guard)
 
 if _numba is not None:
     from numba import njit, prange
@@ -19,7 +19,7 @@ if _numba is not None:
         m = i % (2 * n)
         return 2 * n - 1 - m if m >= n else m
 
-    @njit(parallel=True, fastmath={"nsz"}, error_model="numpy", cache=True)  # no reassoc/contract: see _vmd_cpu
+    @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
     def _kernel(x, h, levels, out):
         N, H, W = x.shape
         L = h.shape[0]

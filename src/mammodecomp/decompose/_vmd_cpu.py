@@ -37,14 +37,15 @@ try:  # optional: without numba the torch paths run
 except Exception:  # pragma: no cover - depends on the environment
     _numba = None
 
-# contract: FMA; nsz, arcp: signed zeros and reciprocals. No nnan/ninf (the den > 0
-# tests must hold) and no reassoc: with reassoc LLVM may split a reduction
-# into SIMD partial sums in a different way in the code it compiles in-process
-# and in the code numba caches on disk, so a fresh compile and a cached one
-# rounded differently (the same images gave other bits in a fresh checkout
-# than in the next process). The kernels keep one partial sum per column
-# instead (the column loop vectorises with no reduction in it) and add the
-# columns up in order: the same bits however the loops are compiled.
+# Only nsz (signed zeros). No nnan/ninf (the den > 0 tests must hold), and no
+# reassoc, contract or arcp: with reassoc LLVM split a reduction into SIMD
+# partial sums one way in the code it compiled in-process and another way in
+# the code numba caches on disk, so a fresh compile and a cached one rounded
+# differently (the same images gave other bits in a fresh checkout than in the
+# next process); FMA contraction and approximate reciprocals could likewise
+# differ between vector and scalar code. The kernels keep one partial sum per
+# column instead (the column loop vectorises with no reduction in it) and add
+# the columns up in order: the same bits however the loops are compiled.
 _FASTMATH = {"nsz"}
 
 
@@ -173,7 +174,7 @@ if _numba is not None:
             for f in range(fan.shape[1]):
                 ox, oy = fan[n, f, 0], fan[n, f, 1]
                 base = alpha * (ox * ox + oy * oy)
-                acc[:] = out[n, f]  # zeros of the data dtype
+                acc[:] = 0.0
                 for r in range(H):
                     fyr = fy[r]
                     for q in range(Wr):
