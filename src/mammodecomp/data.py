@@ -65,10 +65,12 @@ def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
                                   difficulty=s.difficulty, label_noise=s.label_noise, prevalence=s.prevalence)
         df = load_manifest(root / "manifest.parquet")
         if d.crop_mode == "context" and {"lesion_row", "lesion_col", "lesion_radius_px"} <= set(df.columns):
-            # the generator knows where its lesion is: crop around it, as for a real data set
+            # the generator knows where its lesion is: crop around it, as for a real data set,
+            # with a circle that encloses the whole lesion (core radius alone cut off the
+            # spicules and the spread of calcification clusters: the evidence)
             df["center_row"] = df["lesion_row"].astype(float)
             df["center_col"] = df["lesion_col"].astype(float)
-            df["radius"] = df["lesion_radius_px"].astype(float)
+            df["radius"] = synth.EXTENT * df["lesion_radius_px"].astype(float)
     else:
         from .sources import build_manifest
         if not d.root:
