@@ -95,9 +95,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     np.testing.assert_allclose(hb["val_loss"], ha["val_loss"], rtol=0, atol=1e-5)
 
 
-def test_single_process_ddp_path_is_the_fit_fold_recipe(tmp_path):
-    """World size 1: the same model (BatchNorm and dropout included), batches and augmentation as fit_fold."""
-    cfg = resolve_config(recipe="small", overrides=["train.epochs=2", "train.batch_size=8"])
+@pytest.mark.parametrize("extra", [[], ["train.ema=0.8"]], ids=["plain", "ema"])
+def test_single_process_ddp_path_is_the_fit_fold_recipe(tmp_path, extra):
+    """World size 1: the same model (BatchNorm and dropout included), batches and augmentation as
+    fit_fold; with a weight average, the same average is judged."""
+    cfg = resolve_config(recipe="small", overrides=["train.epochs=2", "train.batch_size=8", *extra])
     x, y = _data()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

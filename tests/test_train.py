@@ -3,6 +3,7 @@ leak-free folds, prediction parity and ONNX export."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mammodecomp.config import resolve_config
 from mammodecomp.errors import InputError
@@ -127,6 +128,16 @@ def test_finetune_and_probe_recipes_run_offline(tmp_path):
     assert len(run.oof) == len(run.manifest) and 0 <= run.summary["auc"] <= 1
     # features are cached in the store: a second run reuses them
     assert list((tmp_path / "store").glob("probe-*.npy"))
+    # a finished run resumed needs no features at all
+    import mammodecomp.train as T
+
+    def no_features(*a, **k):
+        raise AssertionError("features computed for a finished run")
+    real, T.probe_features = T.probe_features, no_features
+    try:
+        assert load_run(cross_validate(pr, tmp_path / "probe", progress_bars=False)).summary["auc"] == run.summary["auc"]
+    finally:
+        T.probe_features = real
 
 
 def test_second_process_on_the_same_run_is_refused(tiny_run):
@@ -155,3 +166,60 @@ def test_a_bad_weights_file_fails_before_any_work(tmp_path, content):
     with pytest.raises(InputError, match="weights file not found" if content is None else "cannot read weights"):
         cross_validate(cfg, tmp_path / "run", progress_bars=False)
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+
+
+def test_weight_average_is_what_is_judged_and_it_resumes(tiny_run, tmp_path, monkeypatch):
+    """train.ema: the averaged weights are evaluated, checkpointed and resumed; an average that
+    forgets at once (decay ~ 0) is the plain model."""
+    from mammodecomp.train import load_weights
+    run_dir, d = tiny_run
+    plain = pd.read_csv(run_dir / "oof.csv")["logit"].to_numpy()
+    forget = cross_validate(tiny_cfg(d, "train.ema=1e-12"), tmp_path / "forget", progress_bars=False)
+    np.testing.assert_allclose(pd.read_csv(forget / "oof.csv")["logit"].to_numpy(), plain, atol=1e-5)
+    cfg = tiny_cfg(d, "train.ema=0.9", "train.select=last")
+    ema = cross_validate(cfg, tmp_path / "ema", progress_bars=False)
+    got = pd.read_csv(ema / "oof.csv")["logit"].to_numpy()
+    assert np.abs(got - plain).max() > 1e-3
+    # the (last-epoch) checkpoint is the average, not the optimiser's weights kept in state.pt
+    st = torch.load(ema / "folds" / "r0f0" / "state.pt", weights_only=True)
+    ck = load_weights(ema / "folds" / "r0f0" / "model.safetensors")
+    assert set(ck) == set(st["model"])
+    for k, v in ck.items():
+        torch.testing.assert_close(v, st["ema"]["module." + k], rtol=0, atol=0)
+    assert any(not torch.equal(v, st["model"][k]) for k, v in ck.items())
+    import mammodecomp.train as T
+    real = T._save_state
+    calls = {"n": 0}
+
+    def crashing(*a, **k):
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 4:          # fold 2, after its first epoch
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(T, "_save_state", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(cfg, tmp_path / "crash", progress_bars=False)
+    monkeypatch.setattr(T, "_save_state", real)
+    cross_validate(cfg, tmp_path / "crash", progress_bars=False)
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "crash" / "oof.csv")["logit"].to_numpy(), got)
+
+
+def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
+    """Same config, changed data: finished folds were trained on the old rows or pixels."""
+    from PIL import Image
+    cfg = tiny_cfg(tmp_path, "train.epochs=1")
+    run = cross_validate(cfg, tmp_path / "run", progress_bars=False)
+    data = next((tmp_path / "data").glob("synthetic-*"))
+    cross_validate(cfg, run, progress_bars=False)          # unchanged data: resumes
+    png = sorted((data / "images").glob("*.png"))[0]
+    img = np.asarray(Image.open(png)).copy()
+    img[:8, :8] = 0
+    Image.fromarray(img).save(png)
+    with pytest.raises(InputError, match=r"run directory was trained on other ROIs \(rois-[0-9a-f]{16}\.npy; now "):
+        cross_validate(cfg, run, progress_bars=False)
+    m = pd.read_parquet(data / "manifest.parquet")
+    m.loc[m["patient_id"] == m["patient_id"].iloc[0], "label"] ^= 1
+    m.to_parquet(data / "manifest.parquet")
+    with pytest.raises(InputError, match=r"run directory was trained on other manifest \("):
+        cross_validate(cfg, run, progress_bars=False)

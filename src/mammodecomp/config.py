@@ -93,6 +93,9 @@ class TrainConfig(_Strict):
     seed: int = 0
     threads: int | None = None
     keras_l2: bool = False        # add the seed model's L2 penalty on its dense kernels
+    # exponential moving average of the weights (decay per optimiser step, e.g. 0.99); when set,
+    # the averaged model is the one evaluated each epoch, early-stopped on and checkpointed
+    ema: float | None = Field(None, gt=0, lt=1)
     probe_C: float = Field(1.0, gt=0)  # probe recipe: inverse L2 strength (centre of the C grid)
     # probe recipe: which frozen features. None: the backbone's pooled head features; a list of
     # stage indices (timm ``forward_intermediates``): the spatial mean and std of those stages

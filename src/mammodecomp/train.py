@@ -209,10 +209,26 @@ class FoldResult:
     test_metrics: dict = field(default_factory=dict)
 
 
-def _save_state(path: Path, model, opt, sched, epoch, best, aug: Augment, gen: torch.Generator) -> None:
+def make_ema(cfg: Config, model: nn.Module):
+    """The weight average that ``train.ema`` asks for (``None`` when unset).
+
+    torch's :class:`~torch.optim.swa_utils.AveragedModel` with an exponential
+    average of parameters *and* buffers (BatchNorm statistics), updated after
+    every optimiser step; its first update copies the model.
+    """
+    if cfg.train.ema is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
+
+
+def _save_state(path: Path, model, opt, sched, epoch, best, aug: Augment, gen: torch.Generator,
+                ema=None) -> None:
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "epoch": epoch, "best_loss": best["loss"], "best_epoch": best["epoch"], "bad": best["bad"],
              "rng": torch.get_rng_state(), "gen": gen.get_state(), "aug": aug.state()}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
 
@@ -300,6 +316,7 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, sched, steps, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device)
+    ema = make_ema(cfg, model)
     best = {"loss": float("inf"), "epoch": -1, "bad": 0}
     history: list[dict] = []
     start = 0
@@ -307,6 +324,8 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
     if state_path.is_file():
         st = safe_torch_load(state_path, map_location=device)
         model.load_state_dict(st["model"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
         torch.set_rng_state(st["rng"])
@@ -322,6 +341,9 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
     if resident is not None:
         yt = yt.to(device)
     fwd = maybe_compile(model, t.compile)
+    # what is evaluated, early-stopped on and checkpointed: the weight average when there is one
+    judged = model if ema is None else ema.module
+    fwd_eval = fwd if ema is None else maybe_compile(judged, t.compile)
     pred_kw = {"device": device, "amp": t.amp, "channels_last": t.channels_last, "resident": resident}
     bar = progress(range(start, t.epochs), total=t.epochs - start, desc=desc or "epochs", leave=False)
     for epoch in bar:
@@ -363,11 +385,13 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(_split_metrics(y[train_idx], predict_logits(fwd, x, train_idx, batch_size=max(64, t.batch_size),
-                                                              **pred_kw), "train"))
-        row.update(_split_metrics(y[val_idx], predict_logits(fwd, x, val_idx, batch_size=max(64, t.batch_size),
-                                                            **pred_kw), "val"))
+        row.update(_split_metrics(y[train_idx], predict_logits(fwd_eval, x, train_idx,
+                                                              batch_size=max(64, t.batch_size), **pred_kw), "train"))
+        row.update(_split_metrics(y[val_idx], predict_logits(fwd_eval, x, val_idx,
+                                                            batch_size=max(64, t.batch_size), **pred_kw), "val"))
         if l2 is not None:
             row["reg_loss"] = float(reg_total) / steps
         row["seconds"] = time.perf_counter() - t0
@@ -378,20 +402,20 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
         else:
             best["bad"] += 1
         if t.select == "last" or improved:
-            _save_weights(best_path, model)
+            _save_weights(best_path, judged)
         with atomic_write(hist_path, "w") as f:
             pd.DataFrame(history).to_csv(f, index=False)
         stop = t.early_stopping is not None and t.select != "last" and best["bad"] >= t.early_stopping
-        _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen)
+        _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen, ema)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(tr_auc=f"{row['train_auc']:.2f}", va_auc=f"{row['val_auc']:.2f}",
                             va_loss=f"{row['val_loss']:.2f}", refresh=False)  # shown at the bar's next redraw
         if stop:
             break
-    model.load_state_dict(load_weights(best_path))
-    val_logits = predict_logits(fwd, x, val_idx, batch_size=64, **pred_kw)
+    judged.load_state_dict(load_weights(best_path))
+    val_logits = predict_logits(fwd_eval, x, val_idx, batch_size=64, **pred_kw)
     threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
-    test_logits = predict_logits(fwd, x, test_idx, batch_size=64, **pred_kw)
+    test_logits = predict_logits(fwd_eval, x, test_idx, batch_size=64, **pred_kw)
     hist = pd.DataFrame(history)
     best_epoch = int(best["epoch"]) if t.select != "last" else int(hist["epoch"].iloc[-1])
     return FoldResult(test_logits=test_logits, threshold=threshold, best_epoch=best_epoch, history=hist)
@@ -560,6 +584,20 @@ def _check_existing(run_dir: Path, cfg: Config) -> None:
                          "(use a new --out, or --overwrite)", path=run_dir)
 
 
+def _check_same_inputs(run_dir: Path, inp) -> None:
+    """A resumed run must see the rows and ROI pixels its finished folds were trained on."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return
+    old = read_json(path)
+    was = {"manifest": old.get("manifest_hash"), "ROIs": Path(str(old.get("rois_path", ""))).name}
+    now = {"manifest": inp.info["manifest_hash"], "ROIs": inp.rois_path.name}
+    for what in was:
+        if was[what] and was[what] != now[what]:
+            raise InputError(f"run directory was trained on other {what} ({was[what]}; now {now[what]}): the data "
+                             "or the ROI cropping changed since; use a new --out, or --overwrite", path=run_dir)
+
+
 @dataclass
 class FoldTask:
     """One (repeat, fold) of a run that still has to be trained.
@@ -671,6 +709,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     lock = None
     try:
         inp = prepare_inputs(cfg, run_dir, progress=progress_bars and not quiet())
+        _check_same_inputs(run_dir, inp)
         df = inp.manifest
         c = cfg.cv
         # the split plan is checked before anything is written: too few patients for the folds
@@ -695,7 +734,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
         write_json(run_dir / "run.json", run_info)
         y = df["label"].to_numpy().astype(np.int64)
         pos = {rid: i for i, rid in enumerate(df["roi_id"])}
-        feats = probe_features(cfg, inp.x, inp.components_path.parent) if cfg.recipe == "probe" else None
+        feats = None   # the probe's frozen features: computed (or read from the store) once a fold needs them
         folds = sorted({(int(r), int(f)) for r, f in zip(plan["repeat"], plan["fold"])})
         roi_ids = df["roi_id"].to_numpy()
         tasks: list[FoldTask] = []
@@ -711,7 +750,9 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
                 continue
             task = FoldTask(repeat=r, fold=f, train_idx=idx["train"], val_idx=idx["val"], test_idx=idx["test"],
                             out=fd, seed=fold_seed(cfg.train.seed, r, f), validated_on_test=validated_on_test)
-            if feats is not None:
+            if cfg.recipe == "probe":
+                if feats is None:
+                    feats = probe_features(cfg, inp.x, inp.components_path.parent)
                 res = fit_probe_fold(cfg, feats, y, idx["train"], idx["val"], idx["test"],
                                      groups=df["patient_id"].to_numpy())
                 fd.mkdir(parents=True, exist_ok=True)
@@ -737,7 +778,10 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
         oof["patient_id"] = meta.loc[oof["roi_id"], "patient_id"].to_numpy()
         oof["label"] = meta.loc[oof["roi_id"], "label"].to_numpy()
         oof["prob"] = _sigmoid(oof["logit"].to_numpy())
-        oof = oof[["roi_id", "patient_id", "label", "repeat", "fold", "prob", "logit", "threshold"]]
+        lesion = ["lesion_id"] if "lesion_id" in meta.columns else []
+        if lesion:
+            oof["lesion_id"] = meta.loc[oof["roi_id"], "lesion_id"].to_numpy()
+        oof = oof[["roi_id", "patient_id", *lesion, "label", "repeat", "fold", "prob", "logit", "threshold"]]
         with atomic_write(run_dir / "oof.csv", "w") as fh:
             oof.to_csv(fh, index=False, float_format="%.10g")
         summary = pooled_oof_summary(oof, n_boot=cfg.cv.n_boot, seed=cfg.cv.seed)

@@ -150,8 +150,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     from ..io import atomic_write, write_json
     from ..metrics import choose_threshold
     from ..progress import progress
-    from ..train import (FoldResult, Normalized, epoch_order, keras_l2_folded, training_kit, _save_state,
-                         _save_weights, _sigmoid, _split_metrics, build_model, fit_normalization, load_weights,
+    from ..train import (FoldResult, Normalized, epoch_order, keras_l2_folded, make_ema, training_kit,
+                         _save_state, _save_weights, _sigmoid, _split_metrics, build_model, fit_normalization, load_weights,
                          safe_torch_load)
     from .resident import gather, make_resident
 
@@ -174,6 +174,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
         torch.manual_seed(seed * 7919 + rank)
     resident = make_resident(x, device) if t.device_resident else None
     opt, sched, _, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device)
+    ema = make_ema(cfg, model)   # every rank keeps the same average of the same synchronised weights
+    judged = model if ema is None else ema.module
     B = t.batch_size
     best = {"loss": float("inf"), "epoch": -1, "bad": 0}
     history: list[dict] = []
@@ -185,6 +187,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     if state_path.is_file():
         st = safe_torch_load(state_path, map_location=device)
         model.load_state_dict(st["model"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
         if rank == 0:
@@ -246,6 +250,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             sums.append(lsum.detach())
             sizes.append(n_glob)
         step_sum = torch.stack(sums).double() if sums else torch.zeros(0, dtype=torch.float64, device=device)
@@ -254,8 +260,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
         for i, (v, n) in enumerate(zip(step_sum.cpu().tolist(), sizes)):
             step_rows.append({"epoch": epoch, "step": i, "batch": n, "loss": v / n})
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(_split_metrics(y[train_idx], _predict(model, x, train_idx, rank, world, **pred_kw), "train"))
-        row.update(_split_metrics(y[val_idx], _predict(model, x, val_idx, rank, world, **pred_kw), "val"))
+        row.update(_split_metrics(y[train_idx], _predict(judged, x, train_idx, rank, world, **pred_kw), "train"))
+        row.update(_split_metrics(y[val_idx], _predict(judged, x, val_idx, rank, world, **pred_kw), "val"))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         improved = row["val_loss"] < best["loss"] - 1e-6
@@ -266,19 +272,19 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
         stop = t.early_stopping is not None and t.select != "last" and best["bad"] >= t.early_stopping
         if rank == 0:
             if t.select == "last" or improved:
-                _save_weights(best_path, model)
+                _save_weights(best_path, judged)
             with atomic_write(hist_path, "w") as f:
                 pd.DataFrame(history).to_csv(f, index=False)
             with atomic_write(steps_path, "w") as f:
                 pd.DataFrame(step_rows).to_csv(f, index=False, float_format="%.10g")
-            _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen)
+            _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen, ema)
         _barrier(world)
         if stop:
             break
-    model.load_state_dict(load_weights(best_path))
-    val_logits = _predict(model, x, val_idx, rank, world, **dict(pred_kw, batch_size=64))
+    judged.load_state_dict(load_weights(best_path))
+    val_logits = _predict(judged, x, val_idx, rank, world, **dict(pred_kw, batch_size=64))
     threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
-    test_logits = _predict(model, x, test_idx, rank, world, **dict(pred_kw, batch_size=64))
+    test_logits = _predict(judged, x, test_idx, rank, world, **dict(pred_kw, batch_size=64))
     hist = pd.DataFrame(history)
     best_epoch = int(best["epoch"]) if t.select != "last" else int(hist["epoch"].iloc[-1])
     return FoldResult(test_logits=test_logits, threshold=threshold, best_epoch=best_epoch, history=hist)
