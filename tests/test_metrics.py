@@ -228,3 +228,41 @@ def test_pooled_oof_summary():
         pooled_oof_summary(pd.concat([oof, oof.iloc[:1]]))
     with pytest.raises(InputError, match="prob"):
         pooled_oof_summary(oof.drop(columns="prob"))
+
+
+def test_lesion_level_pools_the_views_of_a_lesion():
+    """Two views per lesion: the lesion score is the mean logit; the AUC is over lesions."""
+    from mammodecomp.metrics import lesion_level, pooled_oof_summary
+    rng = np.random.default_rng(0)
+    n = 40
+    lab = np.repeat(rng.permutation(np.r_[np.ones(n // 2), np.zeros(n // 2)]).astype(int), 2)
+    logit = rng.normal(size=2 * n) + lab
+    oof = pd.DataFrame({"roi_id": [f"r{i}" for i in range(2 * n)], "patient_id": np.repeat([f"p{i}" for i in range(n)], 2),
+                        "lesion_id": np.repeat([f"l{i:02d}" for i in range(n)], 2), "label": lab, "repeat": 0,
+                        "fold": np.repeat(np.arange(n) % 5, 2), "logit": logit, "prob": 1 / (1 + np.exp(-logit))})
+    les = lesion_level(oof)
+    assert len(les) == n
+    np.testing.assert_allclose(les["score"], logit.reshape(n, 2).mean(1))
+    from sklearn.metrics import roc_auc_score
+    s = pooled_oof_summary(oof, n_boot=100)
+    assert s["lesion"]["auc"] == pytest.approx(roc_auc_score(lab[::2], logit.reshape(n, 2).mean(1)))
+    assert s["lesion"]["n_lesions"] == n and s["lesion"]["max_rois_per_lesion"] == 2
+    assert s["lesion"]["auc_ci"][0] <= s["lesion"]["auc"] <= s["lesion"]["auc_ci"][1]
+    # one ROI per lesion, or no lesion column: nothing to pool
+    assert "lesion" not in pooled_oof_summary(oof.drop(columns="lesion_id"), n_boot=20)
+    assert lesion_level(oof.assign(lesion_id=oof["roi_id"])) is None
+
+
+def test_manifest_lesion_must_be_one_patient_and_one_label():
+    from mammodecomp.manifest import validate_manifest
+    df = pd.DataFrame({"roi_id": ["a", "b", "c", "d"], "patient_id": ["p", "p", "q", "q"],
+                       "lesion_id": ["x", "x", "y", "y"], "label": [1, 1, 0, 0],
+                       "image_path": ["a.png", "b.png", "c.png", "d.png"]})
+    assert validate_manifest(df, check_files=False)["lesion_id"].tolist() == ["x", "x", "y", "y"]
+    with pytest.raises(InputError, match=r"row 2, field 'lesion_id': lesion 'x' has ROIs of two labels"):
+        validate_manifest(df.assign(label=[1, 0, 0, 0]), check_files=False)
+    with pytest.raises(InputError, match=r"row 3, field 'lesion_id': lesion 'x' has ROIs of two patients "
+                                         r"\(patient_id 'p' in row 1, 'q' here\)"):
+        validate_manifest(df.assign(lesion_id=["x", "x", "x", "y"]), check_files=False)
+    with pytest.raises(InputError, match=r"row 4, field 'lesion_id': value is missing"):
+        validate_manifest(df.assign(lesion_id=["x", "x", "y", None]), check_files=False)

@@ -49,6 +49,14 @@ def default_store(out: Path) -> Path:
     return Path(out).resolve().parent / ".store"
 
 
+def _synth_version(root: Path) -> int | None:
+    from .io import read_json
+    try:
+        return int(read_json(root / "synth.json").get("synth_version"))
+    except (OSError, ValueError, TypeError, AttributeError, InputError):
+        return None
+
+
 def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
     """The manifest a config asks for (a file, a source, or synthetic data)."""
     d = cfg.data
@@ -60,8 +68,9 @@ def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
         root = Path(d.root) if d.root else data_dir / (
             f"synthetic-n{s.n_patients}-s{s.seed}-d{s.difficulty:g}-ln{s.label_noise:g}"
             f"-p{s.prevalence:g}-{s.size}")
-        if not (root / "manifest.parquet").is_file():
-            synth.write_synthetic(root, n_patients=s.n_patients, size=s.size, seed=s.seed,
+        stale = not d.root and (root / "manifest.parquet").is_file() and _synth_version(root) != synth.SYNTH_VERSION
+        if not (root / "manifest.parquet").is_file() or stale:   # a cached set an older generator wrote
+            synth.write_synthetic(root, n_patients=s.n_patients, size=s.size, seed=s.seed, overwrite=stale,
                                   difficulty=s.difficulty, label_noise=s.label_noise, prevalence=s.prevalence)
         df = load_manifest(root / "manifest.parquet")
         if d.crop_mode == "context" and {"lesion_row", "lesion_col", "lesion_radius_px"} <= set(df.columns):

@@ -7,7 +7,9 @@ Required: ``roi_id`` (unique str), ``patient_id`` (str), ``label`` (0 benign /
 relative paths are resolved against the manifest's folder).
 
 Optional: ``label_name``, ``source``, ``view``, ``laterality``,
-``lesion_type``, ``center_row``, ``center_col``, ``radius`` (pixels, origin
+``lesion_type``, ``lesion_id`` (ROIs of one finding, e.g. its CC and
+MLO views: one patient, one label; out-of-fold scores are also pooled per
+lesion), ``center_row``, ``center_col``, ``radius`` (pixels, origin
 top-left) or a bbox ``bbox_row0, bbox_col0, bbox_row1, bbox_col1`` (pixels,
 half-open), ``image_height``, ``image_width``, ``pixel_spacing_mm``,
 ``split`` (an official split), and any free metadata.
@@ -34,11 +36,11 @@ from .io import atomic_write
 REQUIRED = ["roi_id", "patient_id", "label", "image_path"]
 COORDS = ["center_row", "center_col", "radius"]
 BBOX = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
-OPTIONAL = ["label_name", "source", "view", "laterality", "lesion_type", *COORDS, *BBOX,
+OPTIONAL = ["label_name", "source", "view", "laterality", "lesion_type", "lesion_id", *COORDS, *BBOX,
             "image_height", "image_width", "pixel_spacing_mm", "split"]
 COLUMNS = REQUIRED + OPTIONAL
 STR_COLUMNS = ["roi_id", "patient_id", "label_name", "image_path", "source", "view",
-               "laterality", "lesion_type", "split"]
+               "laterality", "lesion_type", "lesion_id", "split"]
 
 
 def _row(i: int) -> int:
@@ -113,6 +115,8 @@ def validate_manifest(df: pd.DataFrame, *, path: str | Path | None = None, root:
         first = [int(j) + 1 for j in idx if df["roi_id"].iloc[j] == rid][:2]
         raise InputError(f"duplicate roi_id '{rid}' (rows {first[0]} and {first[1]}); roi_id must be unique",
                          path=where, field="roi_id")
+    if "lesion_id" in df.columns:
+        _check_lesions(df, where)
     # numeric optional columns
     for col in [*COORDS, *BBOX, "image_height", "image_width", "pixel_spacing_mm"]:
         if col in df.columns:
@@ -134,6 +138,26 @@ def validate_manifest(df: pd.DataFrame, *, path: str | Path | None = None, root:
             if not Path(p).is_file():
                 raise InputError(f"image file not found: {p}", path=where, row=_row(i), field="image_path")
     return df
+
+
+def _check_lesions(df: pd.DataFrame, where) -> None:
+    """Every ROI has a lesion_id; the ROIs of one lesion share one patient and one label."""
+    lid = df["lesion_id"]
+    bad = lid.isna() | (lid.astype(str).str.strip() == "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError("value is missing; with a lesion_id column every ROI names its lesion "
+                         "(its own roi_id when it is the lesion's only view)", path=where, row=_row(i),
+                         field="lesion_id")
+    for col, what in (("patient_id", "patients"), ("label", "labels")):
+        first = df.groupby("lesion_id", sort=False)[col].transform("first")
+        diff = (df[col] != first).to_numpy()
+        if diff.any():
+            i = int(np.flatnonzero(diff)[0])
+            j = int(np.flatnonzero((lid == lid.iloc[i]).to_numpy())[0])
+            raise InputError(f"lesion '{lid.iloc[i]}' has ROIs of two {what} ({col} '{df[col].iloc[j]}' "
+                             f"in row {_row(j)}, '{df[col].iloc[i]}' here); the ROIs of a lesion are views of "
+                             "one finding", path=where, row=_row(i), field="lesion_id")
 
 
 def _as_str(v) -> str:
@@ -219,8 +243,12 @@ def save_manifest(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
-    """A stable hash of the rows that matter for a study (ids, labels, paths, coordinates)."""
-    cols = [c for c in COLUMNS if c in df.columns]
+    """A stable hash of the rows that matter for training (ids, labels, paths, coordinates).
+
+    ``lesion_id`` is left out: it groups views for the lesion-level summary,
+    which is recomputed on every resume, and changes no trained fold.
+    """
+    cols = [c for c in COLUMNS if c in df.columns and c != "lesion_id"]
     h = hashlib.sha256()
     h.update(pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]

@@ -454,7 +454,7 @@ def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, 
     def sd(a):
         return float(np.std(a, ddof=1)) if a.size > 1 else float("nan")
 
-    return {"auc": auc_score(y, p), "auc_ci": [lo, hi], "alpha": float(alpha), "n_boot": int(n_boot),
+    out = {"auc": auc_score(y, p), "auc_ci": [lo, hi], "alpha": float(alpha), "n_boot": int(n_boot),
             "repeat_aucs": [float(a) for a in reps],
             "repeat_auc_mean": float(np.nanmean(ra)) if np.isfinite(ra).any() else float("nan"),
             "repeat_auc_sd": sd(ra[np.isfinite(ra)]),
@@ -463,3 +463,45 @@ def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, 
             "n_rows": int(len(d)), "n_rois": int(d["roi_id"].nunique()),
             "n_patients": int(d["patient_id"].nunique()), "n_pos": int(d.drop_duplicates("roi_id")["label"].sum()),
             "n_repeats": int(d["repeat"].nunique()), "n_folds": int(d["fold"].nunique())}
+    les = lesion_level(d)
+    if les is not None:
+        llo, lhi = bootstrap_auc_ci(les["label"].to_numpy(), les["score"].to_numpy(float),
+                                    les["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha)
+        out["lesion"] = {"auc": auc_score(les["label"].to_numpy(), les["score"].to_numpy(float)),
+                         "auc_ci": [llo, lhi], "n_lesions": int(les["lesion_id"].nunique()),
+                         "max_rois_per_lesion": int(d.groupby(["repeat", "lesion_id"]).size().max())}
+    return out
+
+
+def lesion_level(oof_df: pd.DataFrame) -> pd.DataFrame | None:
+    """One score per lesion and repeat: the mean logit of its ROIs (its views).
+
+    A lesion seen in several views (CC and MLO) is one finding; averaging the
+    views' log-odds is the usual case-level fusion. Needs a ``lesion_id``
+    column; returns ``None`` when there is none or when no lesion has more
+    than one ROI (then the ROI-level AUC is already the lesion-level one).
+    The views of a lesion are always in one test fold: a lesion belongs to
+    one patient (checked by the manifest) and folds are grouped by patient.
+
+    >>> oof = pd.DataFrame({"roi_id": list("abcd"), "patient_id": list("ppqq"), "lesion_id": list("xxyy"),
+    ...                     "label": [1, 1, 0, 0], "repeat": 0, "fold": 0, "prob": [0.9, 0.3, 0.5, 0.2]})
+    >>> lesion_level(oof)[["lesion_id", "label"]].to_dict("list")
+    {'lesion_id': ['x', 'y'], 'label': [1, 0]}
+    """
+    if "lesion_id" not in oof_df.columns or oof_df["lesion_id"].isna().any():
+        return None
+    d = oof_df.assign(lesion_id=oof_df["lesion_id"].astype(str))
+    if not d.duplicated(["repeat", "lesion_id"]).any():
+        return None
+    if "logit" in d.columns:
+        score = d["logit"].to_numpy(float)
+    else:
+        pr = np.clip(d["prob"].to_numpy(float), 1e-12, 1 - 1e-12)
+        score = np.log(pr) - np.log1p(-pr)
+    g = d.assign(score=score).groupby(["repeat", "lesion_id"], sort=True)
+    if (g["label"].nunique() > 1).any():
+        bad = g["label"].nunique()
+        raise InputError(f"lesion '{bad[bad > 1].index[0][1]}' has ROIs labelled 0 and 1; "
+                         "the views of one lesion share its label")
+    return g.agg(patient_id=("patient_id", "first"), label=("label", "first"),
+                 score=("score", "mean")).reset_index()

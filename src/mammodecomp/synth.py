@@ -66,7 +66,7 @@ __all__ = ["EXTENT", "generate", "sample_manifest", "render", "backgrounds", "or
            "separation", "expected_oracle_auc", "auc"]
 
 #: bump when a change alters generated pixels or latent columns
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2   # 2: lesion_id column (pixels as in 1)
 DEFAULT_VIEWS = ("CC", "MLO")
 _D_EASY = math.sqrt(2.0) * float(ndtri(0.99))   # separation at difficulty 0
 _D_HARD = math.sqrt(2.0) * float(ndtri(0.70))   # separation at difficulty 1
@@ -210,7 +210,7 @@ def sample_manifest(n_patients: int = 300, size: int = 320, seed: int = 0, diffi
         pid = f"syn-p{i:0{width}d}"
         for v, view in enumerate(views):
             rows.append(dict(
-                roi_id=f"{pid}-{view}", patient_id=pid, label=lab,
+                roi_id=f"{pid}-{view}", patient_id=pid, lesion_id=f"{pid}-L1", label=lab,
                 label_name="malignant" if lab else "benign",
                 image_path=f"images/{pid}-{view}.png", source="synthetic", view=view,
                 laterality=laterality, lesion_type=lesion_type,

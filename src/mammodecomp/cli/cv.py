@@ -30,6 +30,10 @@ def cv_cmd(
     lo, hi = s.get("auc_ci", [None, None])
     ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None else ""
     typer.echo(f"{cfg.recipe}: out-of-fold AUC {s['auc']:.3f}{ci} over {s['n_rois']} ROIs; run in {run}")
+    if "lesion" in s:   # several views of one lesion: their mean log-odds, one score per lesion
+        les = s["lesion"]
+        typer.echo(f"{cfg.recipe}: lesion-level AUC {les['auc']:.3f} (95% CI {les['auc_ci'][0]:.3f}-"
+                   f"{les['auc_ci'][1]:.3f}) over {les['n_lesions']} lesions (views' mean log-odds)")
 
 
 @app.command("study")

@@ -97,8 +97,13 @@ def headline(run) -> dict:
     elif len(np.unique(y)) == 2:
         out = bootstrap_auc_ci(y, prob, g, n_boot=1000, seed=0)
         lo, hi = _ci(out)
-    return {"auc": auc, "ci_low": lo, "ci_high": hi, "n_rois": int(len(p)),
-            "n_patients": int(p["patient_id"].nunique()), "prevalence": float(y.mean()) if len(y) else None}
+    out = {"auc": auc, "ci_low": lo, "ci_high": hi, "n_rois": int(len(p)),
+           "n_patients": int(p["patient_id"].nunique()), "prevalence": float(y.mean()) if len(y) else None}
+    les = s.get("lesion")
+    if isinstance(les, dict) and "auc" in les:   # views of one lesion pooled (summary.json)
+        out.update(lesion_auc=float(les["auc"]), lesion_ci=[float(v) for v in les["auc_ci"]],
+                   n_lesions=int(les["n_lesions"]))
+    return out
 
 
 def _ci(out) -> tuple[float, float]:

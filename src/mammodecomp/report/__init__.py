@@ -166,6 +166,9 @@ def _header(diag: dict) -> str:
               f"{_e(h.get('cv_scheme'))} {_e(h.get('n_folds'))}-fold CV x{_e(h.get('n_repeats'))}")
     kpis = [(f"{_num(h.get('auc'))}", "pooled OOF AUC (per ROI; repeats averaged)"),
             (f"{_num(h.get('ci_low'))} - {_num(h.get('ci_high'))}", "95% CI (patient bootstrap)"),
+            *([(f"{_num(h['lesion_auc'])} [{_num(h['lesion_ci'][0])}, {_num(h['lesion_ci'][1])}]",
+                f"per lesion ({h.get('n_lesions')} lesions; its views' mean log-odds)")]
+              if h.get("lesion_auc") is not None else []),
             (str(len([c for c in diag['verdict'] if c['severity'] == 'high'])), "high-severity causes"),
             (str(h.get("n_rois")), "ROIs tested")]
     k = "".join(f'<div class="kpi"><b>{_e(a)}</b><span>{_e(b)}</span></div>' for a, b in kpis)
