@@ -300,3 +300,20 @@ def test_the_synthetic_crop_encloses_the_whole_lesion():
     calc, s = (m["lesion_type"] == "calcification").to_numpy(), m["malignancy_score"].to_numpy()
     # measured: benign clusters kept 82% of their calcium (38% at worst), malignant masses 85%
     assert old[calc & (s < 0.5)].mean() < 0.9 and old[~calc & (s > 0.5)].mean() < 0.9
+
+
+def test_a_cached_set_from_an_older_generator_is_rewritten(tmp_path):
+    """build_manifest_for regenerates its own cached synthetic set when synth_version differs."""
+    from mammodecomp.config import resolve_config
+    from mammodecomp.data import build_manifest_for
+    cfg = resolve_config(recipe="small", overrides=["data.synth.n_patients=4", "data.synth.size=64"])
+    df = build_manifest_for(cfg, tmp_path)
+    assert (df.groupby("lesion_id")["roi_id"].count() == 2).all()
+    root = next(tmp_path.glob("synthetic-*"))
+    info = json.loads((root / "synth.json").read_text())
+    info["synth_version"] = 1
+    (root / "synth.json").write_text(json.dumps(info))
+    load_manifest(root / "manifest.parquet").drop(columns="lesion_id").to_parquet(root / "manifest.parquet")
+    again = build_manifest_for(cfg, tmp_path)
+    assert json.loads((root / "synth.json").read_text())["synth_version"] == synth.SYNTH_VERSION
+    pd.testing.assert_series_equal(again["lesion_id"], df["lesion_id"])
