@@ -49,8 +49,8 @@ def test_same_config_same_predictions(tiny_run, tmp_path):
     np.testing.assert_array_equal(a["logit"].to_numpy(), b["logit"].to_numpy())
 
 
-def test_resume_after_crash_gives_identical_results(tiny_run, tmp_path, monkeypatch):
-    run_dir, d = tiny_run
+def crash_then_resume(cfg, out, monkeypatch):
+    """Kill a run in fold 2 after its first epoch (state saved), then resume it to the end."""
     import mammodecomp.train as T
     real = T._save_state
     calls = {"n": 0}
@@ -63,10 +63,15 @@ def test_resume_after_crash_gives_identical_results(tiny_run, tmp_path, monkeypa
 
     monkeypatch.setattr(T, "_save_state", crashing)
     with pytest.raises(KeyboardInterrupt):
-        cross_validate(tiny_cfg(d), tmp_path / "crash", progress_bars=False)
-    assert not (tmp_path / "crash" / "oof.csv").exists()
+        cross_validate(cfg, out, progress_bars=False)
+    assert not (out / "oof.csv").exists()
     monkeypatch.setattr(T, "_save_state", real)
-    cross_validate(tiny_cfg(d), tmp_path / "crash", progress_bars=False)
+    return cross_validate(cfg, out, progress_bars=False)
+
+
+def test_resume_after_crash_gives_identical_results(tiny_run, tmp_path, monkeypatch):
+    run_dir, d = tiny_run
+    crash_then_resume(tiny_cfg(d), tmp_path / "crash", monkeypatch)
     a = pd.read_csv(run_dir / "oof.csv")
     b = pd.read_csv(tmp_path / "crash" / "oof.csv")
     np.testing.assert_array_equal(a["logit"].to_numpy(), b["logit"].to_numpy())
@@ -187,21 +192,7 @@ def test_weight_average_is_what_is_judged_and_it_resumes(tiny_run, tmp_path, mon
     for k, v in ck.items():
         torch.testing.assert_close(v, st["ema"]["module." + k], rtol=0, atol=0)
     assert any(not torch.equal(v, st["model"][k]) for k, v in ck.items())
-    import mammodecomp.train as T
-    real = T._save_state
-    calls = {"n": 0}
-
-    def crashing(*a, **k):
-        real(*a, **k)
-        calls["n"] += 1
-        if calls["n"] == 4:          # fold 2, after its first epoch
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(T, "_save_state", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        cross_validate(cfg, tmp_path / "crash", progress_bars=False)
-    monkeypatch.setattr(T, "_save_state", real)
-    cross_validate(cfg, tmp_path / "crash", progress_bars=False)
+    crash_then_resume(cfg, tmp_path / "crash", monkeypatch)
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "crash" / "oof.csv")["logit"].to_numpy(), got)
 
 
