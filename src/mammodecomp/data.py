@@ -74,12 +74,15 @@ def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
                                   difficulty=s.difficulty, label_noise=s.label_noise, prevalence=s.prevalence)
         df = load_manifest(root / "manifest.parquet")
         if d.crop_mode == "context" and {"lesion_row", "lesion_col", "lesion_radius_px"} <= set(df.columns):
-            # the generator knows where its lesion is: crop around it, as for a real data set,
-            # with a circle that encloses the whole lesion (core radius alone cut off the
-            # spicules and the spread of calcification clusters: the evidence)
+            # the generator knows where its lesion is: crop around it, as for a real data set.
+            # The radius is the lesion's core radius R: a 64 px ROI then keeps the native pixels
+            # (side max(2R, 64)), though spicules and wide benign clusters reach past it (a
+            # cluster keeps 82% of its calcium on average). A circle of 2.5 R holds every lesion
+            # whole but shrinks large ones up to 2x at 64 px: `small` fell from 0.859 to 0.788
+            # OOF AUC on the 300-patient bench set, the probe at 128 px moved by < 0.006 (stop 12)
             df["center_row"] = df["lesion_row"].astype(float)
             df["center_col"] = df["lesion_col"].astype(float)
-            df["radius"] = synth.EXTENT * df["lesion_radius_px"].astype(float)
+            df["radius"] = df["lesion_radius_px"].astype(float)
     else:
         from .sources import build_manifest
         if not d.root:

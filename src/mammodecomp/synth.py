@@ -62,7 +62,7 @@ from scipy.special import expit, ndtr, ndtri
 
 from .errors import InputError
 
-__all__ = ["EXTENT", "generate", "sample_manifest", "render", "backgrounds", "oracle_auc", "write_synthetic",
+__all__ = ["generate", "sample_manifest", "render", "backgrounds", "oracle_auc", "write_synthetic",
            "separation", "expected_oracle_auc", "auc"]
 
 #: bump when a change alters generated pixels or latent columns
@@ -71,12 +71,6 @@ DEFAULT_VIEWS = ("CC", "MLO")
 _D_EASY = math.sqrt(2.0) * float(ndtri(0.99))   # separation at difficulty 0
 _D_HARD = math.sqrt(2.0) * float(ndtri(0.70))   # separation at difficulty 1
 _BATCH = 32
-#: Radius of the circle that encloses a lesion of core radius ``R`` at any malignancy, in
-#: units of ``R``: spicules reach ``R + 1.5 R``, calcification clusters spread up to
-#: ``1.5 R``, blurred margins past ``R``. The synthetic manifest's crop radius is
-#: ``EXTENT * R``, like mini-MIAS's RADIUS (a circle enclosing the abnormality) but the
-#: same multiple for both classes, so the crop itself carries no label information.
-EXTENT = 2.5
 
 
 # ----------------------------------------------------------------------------- knobs
