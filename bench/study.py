@@ -29,11 +29,12 @@ MIAS = ROOT.parent / "shared" / "data" / "mini-mias"
 def _row(study: Path, arm: str, ref: str | None, data: str) -> dict:
     import pandas as pd
     s = json.loads((study / arm / "summary.json").read_text())
+    les = s.get("lesion") or {}
     r = {"data": data, "arm": arm, "recipe": s["recipe"], "model": s["model"], "variant": s["variant"],
          "cv": f"{s['cv_scheme']} {s['n_folds']}x{s['n_repeats']}", "rois": s["n_rois"],
          "auc": s["auc"], "ci": s["auc_ci"], "train_auc": s.get("final_train_auc_mean"),
          "seconds": s.get("train_seconds") or None, "p_vs_ref": None,
-         "lesion_auc": (s.get("lesion") or {}).get("auc"), "lesion_ci": (s.get("lesion") or {}).get("auc_ci")}
+         "lesion_auc": les.get("auc"), "lesion_ci": les.get("auc_ci")}
     if ref and ref != arm and (study / ref / "oof.csv").is_file():
         a = pd.read_csv(study / arm / "oof.csv").groupby("roi_id").agg(label=("label", "first"), prob=("prob", "mean"))
         b = pd.read_csv(study / ref / "oof.csv").groupby("roi_id").agg(prob=("prob", "mean"))

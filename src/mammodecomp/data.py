@@ -68,8 +68,9 @@ def build_manifest_for(cfg: Config, data_dir: Path) -> pd.DataFrame:
         root = Path(d.root) if d.root else data_dir / (
             f"synthetic-n{s.n_patients}-s{s.seed}-d{s.difficulty:g}-ln{s.label_noise:g}"
             f"-p{s.prevalence:g}-{s.size}")
-        stale = not d.root and (root / "manifest.parquet").is_file() and _synth_version(root) != synth.SYNTH_VERSION
-        if not (root / "manifest.parquet").is_file() or stale:   # a cached set an older generator wrote
+        cached = (root / "manifest.parquet").is_file()
+        stale = cached and not d.root and _synth_version(root) != synth.SYNTH_VERSION   # an older generator's
+        if not cached or stale:
             synth.write_synthetic(root, n_patients=s.n_patients, size=s.size, seed=s.seed, overwrite=stale,
                                   difficulty=s.difficulty, label_noise=s.label_noise, prevalence=s.prevalence)
         df = load_manifest(root / "manifest.parquet")

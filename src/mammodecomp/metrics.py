@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr, ndtri
+from scipy.special import logit, ndtr, ndtri
 from scipy.stats import rankdata
 from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -465,16 +465,15 @@ def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, 
             "n_repeats": int(d["repeat"].nunique()), "n_folds": int(d["fold"].nunique())}
     les = lesion_level(d)
     if les is not None:
-        llo, lhi = bootstrap_auc_ci(les["label"].to_numpy(), les["score"].to_numpy(float),
-                                    les["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha)
-        out["lesion"] = {"auc": auc_score(les["label"].to_numpy(), les["score"].to_numpy(float)),
-                         "auc_ci": [llo, lhi], "n_lesions": int(les["lesion_id"].nunique()),
-                         "max_rois_per_lesion": int(d.groupby(["repeat", "lesion_id"]).size().max())}
+        ly, ls = les["label"].to_numpy(), les["score"].to_numpy(float)
+        llo, lhi = bootstrap_auc_ci(ly, ls, les["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha)
+        out["lesion"] = {"auc": auc_score(ly, ls), "auc_ci": [llo, lhi], "n_lesions": int(les["lesion_id"].nunique()),
+                         "max_rois_per_lesion": int(les["n_rois"].max())}
     return out
 
 
 def lesion_level(oof_df: pd.DataFrame) -> pd.DataFrame | None:
-    """One score per lesion and repeat: the mean logit of its ROIs (its views).
+    """One score per lesion and repeat: the mean logit of its ROIs (its views), and their number.
 
     A lesion seen in several views (CC and MLO) is one finding; averaging the
     views' log-odds is the usual case-level fusion. Needs a ``lesion_id``
@@ -496,12 +495,11 @@ def lesion_level(oof_df: pd.DataFrame) -> pd.DataFrame | None:
     if "logit" in d.columns:
         score = d["logit"].to_numpy(float)
     else:
-        pr = np.clip(d["prob"].to_numpy(float), 1e-12, 1 - 1e-12)
-        score = np.log(pr) - np.log1p(-pr)
+        score = logit(np.clip(d["prob"].to_numpy(float), 1e-12, 1 - 1e-12))
     g = d.assign(score=score).groupby(["repeat", "lesion_id"], sort=True)
     if (g["label"].nunique() > 1).any():
         bad = g["label"].nunique()
         raise InputError(f"lesion '{bad[bad > 1].index[0][1]}' has ROIs labelled 0 and 1; "
                          "the views of one lesion share its label")
     return g.agg(patient_id=("patient_id", "first"), label=("label", "first"),
-                 score=("score", "mean")).reset_index()
+                 score=("score", "mean"), n_rois=("score", "size")).reset_index()

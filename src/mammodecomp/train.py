@@ -568,10 +568,11 @@ def _machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, {gpu}, torch {torch.__version__}"
 
 
-def _check_existing(run_dir: Path, cfg: Config) -> None:
+def _check_existing(run_dir: Path, cfg: Config) -> dict:
+    """Refuse to resume another format or config; returns the previous run.json ({} when none)."""
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
-        return
+        return {}
     info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     if info.get("format") not in (None, RUN_FORMAT):
         from .errors import VersionMismatchError
@@ -582,14 +583,12 @@ def _check_existing(run_dir: Path, cfg: Config) -> None:
     if load_config(cfg_path) != cfg:
         raise InputError("run directory holds a run with a different config; resume needs the same config "
                          "(use a new --out, or --overwrite)", path=run_dir)
+    return info
 
 
-def _check_same_inputs(run_dir: Path, inp) -> None:
-    """A resumed run must see the rows and ROI pixels its finished folds were trained on."""
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return
-    old = read_json(path)
+def _check_same_inputs(run_dir: Path, old: dict, inp) -> None:
+    """A resumed run (``old``: its run.json) must see the rows and ROI pixels its finished folds
+    were trained on."""
     was = {"manifest": old.get("manifest_hash"), "ROIs": Path(str(old.get("rois_path", ""))).name}
     now = {"manifest": inp.info["manifest_hash"], "ROIs": inp.rois_path.name}
     for what in was:
@@ -696,7 +695,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     run_dir = Path(out)
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    _check_existing(run_dir, cfg)
+    previous = _check_existing(run_dir, cfg)
     if cfg.model.weights:   # a bad weights file fails now, not after the ROIs are decomposed
         from .models.weights import load_state_dict_file
         load_state_dict_file(cfg.model.weights)
@@ -709,7 +708,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
     lock = None
     try:
         inp = prepare_inputs(cfg, run_dir, progress=progress_bars and not quiet())
-        _check_same_inputs(run_dir, inp)
+        _check_same_inputs(run_dir, previous, inp)
         df = inp.manifest
         c = cfg.cv
         # the split plan is checked before anything is written: too few patients for the folds
