@@ -111,7 +111,7 @@ def torch_worker(mode: str, args: argparse.Namespace) -> dict:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras Adam defaults
     else:  # the trainer's optimiser: Adam (eps 1e-7, lr 1e-3), fused, Keras L2 as coupled weight decay
         from mammodecomp.config import resolve_config
-        from mammodecomp.train import _optimizer, keras_l2_folded
+        from mammodecomp.fit import _optimizer, keras_l2_folded
         cfg = resolve_config(recipe="seed")
         opt = _optimizer(cfg, model)
         literal = not keras_l2_folded(cfg, model)

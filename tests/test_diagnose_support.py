@@ -104,7 +104,7 @@ def make_run(out: Path, *, recipe: str = "seed", n_patients: int = 30, label_ord
     from mammodecomp.config import dump_config, resolve_config
     from mammodecomp.cv import make_split_plan
     from mammodecomp.metrics import pooled_oof_summary
-    from mammodecomp.train import Normalized, _save_weights, build_model, fit_normalization
+    from mammodecomp.fit import Normalized, _save_weights, build_model, fit_normalization
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

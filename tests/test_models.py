@@ -153,7 +153,7 @@ def test_keras_l2_folded_into_the_optimizer_equals_the_loss_term(optimizer):
     import copy
     import torch.nn.functional as F
     from mammodecomp.config import resolve_config
-    from mammodecomp.train import Normalized, _optimizer, keras_l2_folded
+    from mammodecomp.fit import Normalized, _optimizer, keras_l2_folded
     cfg = resolve_config(recipe="seed", overrides=[f"train.optimizer={optimizer}", "train.lr=0.01"])
     torch.manual_seed(0)
     base = Normalized(SeedVGG(2, input_size=32, width=0.0625), [0.0, 0.0], [1.0, 1.0])

@@ -5,7 +5,7 @@ import pytest
 
 from mammodecomp.config import TrainConfig, resolve_config
 from mammodecomp.errors import InputError
-from mammodecomp.train import fit_probe_fold, probe_features
+from mammodecomp.probe import fit_probe_fold, probe_features
 
 
 def _cfg(*extra):

@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from mammodecomp.config import dump_config, resolve_config
 from mammodecomp.scale.ddp import TorchrunFoldRunner, fit_fold_ddp, free_port
-from mammodecomp.train import cross_validate, fit_fold, load_fold_model, load_run
+from mammodecomp.fit import fit_fold, load_fold_model
+from mammodecomp.rundir import read_run as load_run
+from mammodecomp.train import cross_validate
 
 pytestmark = pytest.mark.xdist_group("train")
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from mammodecomp.config import resolve_config
-from mammodecomp.scale.resident import fits_on_device, gather, make_resident, resident_nbytes
-from mammodecomp.train import cross_validate, fit_fold, load_run
+from mammodecomp.device import fits_on_device, gather, make_resident, resident_nbytes
+from mammodecomp.fit import fit_fold
+from mammodecomp.rundir import read_run as load_run
+from mammodecomp.train import cross_validate
 
 pytestmark = pytest.mark.xdist_group("train")
 

@@ -7,7 +7,8 @@ import torch
 
 from mammodecomp.config import resolve_config
 from mammodecomp.errors import InputError
-from mammodecomp.train import cross_validate, load_run
+from mammodecomp.rundir import read_run as load_run
+from mammodecomp.train import cross_validate
 
 pytestmark = pytest.mark.xdist_group("train")
 
@@ -51,7 +52,7 @@ def test_same_config_same_predictions(tiny_run, tmp_path):
 
 def crash_then_resume(cfg, out, monkeypatch):
     """Kill a run in fold 2 after its first epoch (state saved), then resume it to the end."""
-    import mammodecomp.train as T
+    import mammodecomp.fit as T
     real = T._save_state
     calls = {"n": 0}
 
@@ -134,7 +135,7 @@ def test_finetune_and_probe_recipes_run_offline(tmp_path):
     # features are cached in the store: a second run reuses them
     assert list((tmp_path / "store").glob("probe-*.npy"))
     # a finished run resumed needs no features at all
-    import mammodecomp.train as T
+    import mammodecomp.probe as T
 
     def no_features(*a, **k):
         raise AssertionError("features computed for a finished run")
@@ -176,7 +177,7 @@ def test_a_bad_weights_file_fails_before_any_work(tmp_path, content):
 def test_weight_average_is_what_is_judged_and_it_resumes(tiny_run, tmp_path, monkeypatch):
     """train.ema: the averaged weights are evaluated, checkpointed and resumed; an average that
     forgets at once (decay ~ 0) is the plain model."""
-    from mammodecomp.train import load_weights
+    from mammodecomp.fit import load_weights
     run_dir, d = tiny_run
     plain = pd.read_csv(run_dir / "oof.csv")["logit"].to_numpy()
     forget = cross_validate(tiny_cfg(d, "train.ema=1e-12"), tmp_path / "forget", progress_bars=False)

@@ -10,43 +10,31 @@ The public API, imported lazily so that ``import mammodecomp`` stays light:
 """
 from __future__ import annotations
 
-import sys
-import types
-
 __version__ = "0.1.0"
 
+#: public name -> (module, attribute); a module whose name is its function's
+#: (decompose, diagnose, predict) is callable itself (see ``_callable``)
 _API = {
     "load_manifest": ("mammodecomp.manifest", "load_manifest"),
-    "decompose": ("mammodecomp.decompose", "decompose"),
+    "decompose": ("mammodecomp.decompose", None),
     "cross_validate": ("mammodecomp.train", "cross_validate"),
-    "diagnose": ("mammodecomp.diagnose", "diagnose"),
-    "predict": ("mammodecomp.predict", "predict"),
+    "diagnose": ("mammodecomp.diagnose", None),
+    "write_report": ("mammodecomp.report", "write_report"),
+    "predict": ("mammodecomp.predict", None),
     "resolve_config": ("mammodecomp.config", "resolve_config"),
     "create_model": ("mammodecomp.models", "create_model"),
+    "build_manifest": ("mammodecomp.sources", "build_manifest"),
+    "read_run": ("mammodecomp.rundir", "read_run"),
+    "run_study": ("mammodecomp.study", "run_study"),
 }
 
 __all__ = sorted(_API)
 
 
-def _api_function(name: str):
-    import importlib
-    mod, attr = _API[name]
-    return getattr(importlib.import_module(mod), attr)
-
-
-class _Package(types.ModuleType):
-    """``mammodecomp.decompose`` (and ``diagnose``, ``predict``) name both a
-    submodule and the API function of the same name. Once the submodule is
-    imported, Python would set the package attribute to the module; this class
-    keeps ``from mammodecomp import decompose`` returning the function. The
-    submodules stay reachable through ``sys.modules`` and ``from
-    mammodecomp.decompose import ...``.
-    """
-
-    def __getattribute__(self, name: str):
-        if name in _API:
-            return _api_function(name)
-        return super().__getattribute__(name)
-
-
-sys.modules[__name__].__class__ = _Package
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+        mod, attr = _API[name]
+        m = importlib.import_module(mod)
+        return m if attr is None else getattr(m, attr)
+    raise AttributeError(f"module 'mammodecomp' has no attribute {name!r}")

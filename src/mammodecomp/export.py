@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_write, read_json, write_json
+from .rundir import DONE
 
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path, *, repeat: int = 0, fold: int = 0,
@@ -26,8 +27,9 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, *, repeat: int = 0, fo
     """
     import torch
 
-    from .train import load_fold_model, load_run
-    run = load_run(run_dir)
+    from .fit import load_fold_model
+    from .rundir import read_run
+    run = read_run(run_dir, finished=False)
     model = load_fold_model(run.path, repeat, fold).float().eval()
     C = len(run.info["channels"])
     S = run.config.data.roi_size
@@ -60,7 +62,7 @@ def _model_card(run, out_dir: Path, onnx_path: Path, repeat: int, fold: int, C: 
     cfg = run.config
     s = run.summary or {}
     ci = s.get("auc_ci") or [float("nan"), float("nan")]
-    done = read_json(run.path / "folds" / f"r{repeat}f{fold}" / "done.json")
+    done = run.done.get((repeat, fold)) or read_json(run.fold_dir(repeat, fold) / DONE)
     text = f"""# Model card: {onnx_path.name}
 
 ## What it is

@@ -80,10 +80,38 @@ def _umask() -> int:
 
 
 def write_json(path: str | Path, obj) -> None:
-    """Write *obj* as indented JSON, atomically."""
+    """Write *obj* as indented, strict JSON, atomically.
+
+    NaN and infinities become ``null`` (:func:`strict_json`): the file is
+    JSON for every parser, not only Python's.
+    """
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
+        f.write(text + "\n")
+
+
+def strict_json(obj):
+    """*obj* with numpy scalars and arrays made plain and non-finite floats made None.
+
+    >>> strict_json({"a": float("nan"), "b": [1.5, float("inf")], "c": np.float32(2), "d": np.arange(2)})
+    {'a': None, 'b': [1.5, None], 'c': 2.0, 'd': [0, 1]}
+    """
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, str) else k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if np.isfinite(f) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return _json_default(obj)
 
 
 def _json_default(o):

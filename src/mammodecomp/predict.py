@@ -47,7 +47,7 @@ def _manifest_for(inputs: list[str | Path]) -> pd.DataFrame:
 
 
 def predict(run_dir: str | Path, inputs, *, fold: int | None = None, repeat: int | None = None,
-            device: str = "cpu") -> pd.DataFrame:
+            device: str = "cpu", store: str | Path | None = None) -> pd.DataFrame:
     """Mean probability of the run's fold models (and their spread) per ROI.
 
     Parameters
@@ -56,6 +56,8 @@ def predict(run_dir: str | Path, inputs, *, fold: int | None = None, repeat: int
     inputs : image paths / a folder / a manifest path, or a manifest DataFrame.
     fold : use only this outer fold's model (of ``repeat``, default 0).
     repeat : use only this repeat's models (default: all repeats).
+    store : the run's decomposition store folder, for a run moved without it
+        (new ROIs are decomposed into it).
 
     Returns
     -------
@@ -64,15 +66,15 @@ def predict(run_dir: str | Path, inputs, *, fold: int | None = None, repeat: int
     import torch
 
     from .data import prepare_inputs
-    from .train import load_fold_model, load_run, predict_logits
-    run = load_run(run_dir)
+    from .fit import load_fold_model, predict_logits
+    from .rundir import read_run
+    run = read_run(run_dir, store=store, finished=False)
     if run.config.recipe == "probe":
         raise InputError("prediction from a probe run is not supported yet; use a network recipe", path=run_dir)
     df = inputs.copy() if isinstance(inputs, pd.DataFrame) else _manifest_for(
         [inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     cfg = run.config.model_copy(deep=True)
-    store = Path(run.info["components_path"]).parent
-    cfg.decomposition.store = str(store)
+    cfg.decomposition.store = str(run.store_dir)
     inp = prepare_inputs(cfg, run.path, manifest=df, progress=False)
     models = sorted(run.histories) or sorted({(int(r), int(f)) for r, f in zip(run.plan["repeat"], run.plan["fold"])})
     if repeat is not None or fold is not None:
@@ -94,3 +96,8 @@ def predict(run_dir: str | Path, inputs, *, fold: int | None = None, repeat: int
     out.insert(2, "prob_sd", P.std(1))
     out.insert(3, "n_models", P.shape[1])
     return out
+
+
+from ._callable import make_callable  # noqa: E402
+
+make_callable(__name__)

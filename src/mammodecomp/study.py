@@ -11,16 +11,50 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config
+from .errors import InputError
 from .io import read_json, write_json
+from .rundir import STUDY_JSON
 from .train import cross_validate
 
-#: arm name -> (recipe, overrides)
-DEFAULT_ARMS = {
+#: every arm a study can run: arm name -> (recipe, overrides)
+ARMS = {
     "small": ("small", []),
     "seed": ("seed", []),
     "raw": ("small", ["decomposition.variant=raw"]),
     "components+raw": ("small", ["decomposition.variant=components+raw"]),
+    "finetune": ("finetune", []),
+    "probe": ("probe", []),
 }
+#: the arms of a study when none are named
+DEFAULT_ARMS = ("small", "seed", "raw", "components+raw")
+
+
+def resolve_arms(names=DEFAULT_ARMS, overrides=(), per_arm: dict | None = None) -> dict[str, tuple[str, list[str]]]:
+    """Arm names -> ``{name: (recipe, overrides)}``, the one place arms are resolved.
+
+    ``overrides`` (``key=value``) whose section is ``train`` or ``model`` go to
+    every arm, on top of its recipe (data, decomposition and cv are shared
+    through the study's base config); ``per_arm`` adds overrides to one arm.
+
+    >>> resolve_arms(["raw", "seed"], ["train.epochs=3", "data.roi_size=32"])
+    {'raw': ('small', ['decomposition.variant=raw', 'train.epochs=3']), 'seed': ('seed', ['train.epochs=3'])}
+    >>> resolve_arms(["smal"])
+    Traceback (most recent call last):
+    ...
+    mammodecomp.errors.InputError: unknown arm 'smal'; expected some of: small, seed, raw, components+raw, finetune, probe
+    """
+    shared = [s for s in overrides if s.split("=", 1)[0].strip().split(".")[0] in ("train", "model")]
+    out = {}
+    for a in (str(n).strip() for n in names):
+        if not a:
+            continue
+        if a not in ARMS:
+            raise InputError(f"unknown arm '{a}'; expected some of: {', '.join(ARMS)}")
+        recipe, ov = ARMS[a]
+        out[a] = (recipe, list(ov) + shared + list((per_arm or {}).get(a, [])))
+    if not out:
+        raise InputError(f"no arms given; expected some of: {', '.join(ARMS)}")
+    return out
 
 
 def run_study(base: Config, out: str | Path, arms: dict[str, tuple[str, list[str]]] | None = None, *,
@@ -34,15 +68,15 @@ def run_study(base: Config, out: str | Path, arms: dict[str, tuple[str, list[str
     from .config import resolve_config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    arms = arms or DEFAULT_ARMS
-    listing = read_json(out / "study.json") if (out / "study.json").is_file() else {"arms": {}}
+    arms = arms or resolve_arms()
+    listing = read_json(out / STUDY_JSON) if (out / STUDY_JSON).is_file() else {"arms": {}}
     for name, (recipe, overrides) in arms.items():
         shared = [f"data={_flow(base.data.model_dump(mode='json'))}",
                   f"decomposition={_flow(base.decomposition.model_dump(mode='json'))}"]
         cfg = resolve_config(recipe=recipe, overrides=shared + _cv_overrides(base, recipe) + list(overrides))
         run = cross_validate(cfg, out / name, progress_bars=progress_bars)
         listing["arms"][name] = {"recipe": recipe, "overrides": list(overrides), "path": run.name}
-        write_json(out / "study.json", listing)
+        write_json(out / STUDY_JSON, listing)
     return out
 
 

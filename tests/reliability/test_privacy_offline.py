@@ -68,10 +68,10 @@ def pipeline(tmp_path_factory):
     steps = {
         "build": ["data", "build", "--source", "folder", "--root", data, "--out", manifest, "--patient-from-dicom"],
         "cv": ["-q", "cv", "--recipe", "small", *tiny, "--out", run],
-        "predict": ["-q", "predict", "--run", run, data / "benign", "--out", proj / "pred.csv"],
+        "predict": ["-q", "predict", run, data / "benign", "--out", proj / "pred.csv"],
         "diagnose": ["-q", "diagnose", run, "--permutations", "0", "--model-rois", "8"],
         "report": ["-q", "report", run, "--permutations", "0"],
-        "export": ["-q", "export", "--run", run, "--out", proj / "export"],
+        "export": ["-q", "export", run, "--out", proj / "export"],
     }
     results = {}
     with pytest.MonkeyPatch.context() as mp:

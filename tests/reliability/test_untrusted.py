@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 from mammodecomp.errors import InputError
-from mammodecomp.train import safe_torch_load
+from mammodecomp.fit import safe_torch_load
 
 
 class _Exploit:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
+import numpy as np
 import typer
 
 from ..errors import InputError
+from . import _options as o
 from . import app
 
 
@@ -31,12 +33,15 @@ def parse_params(items: list[str]) -> dict:
 
 @app.command("decompose")
 def decompose_command(
-    manifest: Path = typer.Option(..., "--manifest", help="Manifest (Parquet or CSV)."),
-    method: str = typer.Option("vmd", "--method", help="vmd, fabemd, starlet, laplacian, bands, identity."),
-    k: int = typer.Option(5, "-k", "--k", help="Channels per ROI."),
-    out: Path = typer.Option(..., "--out", help="Store folder (created; entries are reused)."),
-    size: int = typer.Option(320, "--size", help="ROI side in pixels."),
-    mode: str = typer.Option("context", "--mode", help="ROI extraction mode (see mammodecomp.roi)."),
+    config: Optional[Path] = o.CONFIG,
+    recipe: Optional[str] = o.RECIPE,
+    set_: List[str] = o.SET,
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest (Parquet or CSV); default: the config's data (data.manifest, data.source)."),
+    method: Optional[str] = typer.Option(None, "--method", help="vmd, fabemd, starlet, laplacian, bands, identity (default: the config's, starlet)."),
+    k: Optional[int] = typer.Option(None, "-k", "--k", help="Channels per ROI (default: the config's, 5)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Store folder (default: the config's decomposition.store, else the one `mammodecomp cv` uses: runs/.store)."),
+    size: Optional[int] = typer.Option(None, "--size", help="ROI side in pixels (default: the config's data.roi_size, 64)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="ROI extraction mode, context or fixed (default: the config's)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     batch_size: int = typer.Option(32, "--batch-size", help="ROIs per batch."),
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE (repeatable)."),
@@ -48,8 +53,14 @@ def decompose_command(
 ) -> None:
     """Extract ROIs, decompose them (batched, cached) and print the store entry.
 
+    With no options it fills the store entry that `mammodecomp cv` with no
+    options reads (same data, ROI size, method, K and store); --config and
+    --set take the same keys as cv, and the shortcut options override them.
+
     Example: mammodecomp decompose --manifest manifest.parquet --method vmd -k 5 --size 320 --out store
     """
+    from ..config import resolve_config
+    from ..data import build_manifest_for, default_store
     from ..decompose import METHODS
     from ..io import atomic_write
     from ..manifest import load_manifest
@@ -57,26 +68,37 @@ def decompose_command(
     from ..roi import extract_rois
     from ..store import DecompStore
 
-    METHODS.get(method)  # unknown name -> InputError before any work
+    shortcuts = {"data.manifest": manifest, "decomposition.method": method, "decomposition.k": k,
+                 "decomposition.store": out, "data.roi_size": size, "data.crop_mode": mode}
+    cfg = resolve_config(config, recipe=recipe, overrides=list(set_) + [f"{key}={v}" for key, v in shortcuts.items()
+                                                                      if v is not None])
+    dec = cfg.decomposition
+    METHODS.get(dec.method)  # unknown name -> InputError before any work
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
             raise InputError(f"--device {device}: no CUDA device is available; use --device cpu")
     if max_pixels is not None and max_pixels < 1:
         raise InputError(f"--max-pixels {max_pixels}; expected a positive number of pixels, e.g. 100000000")
-    params = parse_params(param)
+    params = dict(dec.params, **parse_params(param))
     if append_raw:
         params["append_raw"] = True
-    df = load_manifest(manifest, require_both_classes=False)
-    rois, meta = extract_rois(df, size=size, mode=mode, progress=not quiet(), max_pixels=max_pixels)
-    store = DecompStore(out, dtype=dtype)
-    arr = store.get_or_compute(rois, method, k, params, batch_size=batch_size, device=device,
+    store_dir = Path(dec.store) if dec.store else default_store(Path("runs/cv"))
+    if manifest is not None:
+        df = load_manifest(manifest, require_both_classes=False)
+    else:
+        df = build_manifest_for(cfg, store_dir.parent / "data")
+    rois, meta = extract_rois(df, size=cfg.data.roi_size, mode=cfg.data.crop_mode, fov_mm=cfg.data.fov_mm,
+                              progress=not quiet(), max_pixels=max_pixels)
+    rois = np.asarray(rois, dtype=np.float32)
+    store = DecompStore(store_dir, dtype=dtype)
+    arr = store.get_or_compute(rois, dec.method, dec.k, params, batch_size=batch_size, device=device,
                                progress=not quiet())
-    key = store.key(rois, method, k, params)
+    key = store.key(rois, dec.method, dec.k, params)
     meta = meta.copy()
     meta.insert(0, "index", range(len(meta)))
     with atomic_write(store.root / f"{key}.rois.csv", "w") as f:
         meta.to_csv(f, index=False)
     verb = "computed" if store.last_computed else "reused"
-    typer.echo(f"{verb} {method} k={k}: {arr.shape[0]} ROIs -> {store.path(key)} "
+    typer.echo(f"{verb} {dec.method} k={dec.k}: {arr.shape[0]} ROIs -> {store.path(key)} "
                f"(shape {tuple(arr.shape)}, {arr.dtype})")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from . import _options as o
 from . import app
 
 
@@ -17,10 +19,11 @@ def _check_perm(n: int) -> int:
 
 @app.command("diagnose")
 def diagnose_cmd(
-    run_dir: Path = typer.Argument(..., help="A run directory (mammodecomp cv) or a study directory (mammodecomp study)."),
+    run_dir: Path = o.RUN,
     permutations: int = typer.Option(100, "--permutations", "-p", help="Label permutations for the null of the feature baseline (0 skips it)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the permutations and subsamples."),
     model_rois: int = typer.Option(200, "--model-rois", help="At most this many OOF ROIs for channel occlusion (a stratified subsample)."),
+    store: Optional[Path] = o.STORE,
 ):
     """Why does this recipe over-fit? Write diagnosis.json and print the ranked causes.
 
@@ -30,7 +33,7 @@ def diagnose_cmd(
     from ..errors import InputError
     if model_rois < 1:
         raise InputError(f"--model-rois {model_rois}; expected a positive number of ROIs, e.g. 200")
-    d = diagnose(run_dir, n_permutations=_check_perm(permutations), seed=seed, max_model_rois=model_rois)
+    d = diagnose(run_dir, n_permutations=_check_perm(permutations), seed=seed, max_model_rois=model_rois, store=store)
     h = d["headline"]
     lo, hi = h.get("ci_low"), h.get("ci_high")
     ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
@@ -51,14 +54,15 @@ def diagnose_cmd(
 
 @app.command("report")
 def report_cmd(
-    run_dir: Path = typer.Argument(..., help="A run or study directory; diagnosed first when it has no diagnosis.json."),
+    run_dir: Path = o.RUN,
     permutations: int = typer.Option(100, "--permutations", "-p", help="Permutations if the diagnosis must be run first."),
     seed: int = typer.Option(0, "--seed", help="Seed if the diagnosis must be run first."),
+    store: Optional[Path] = o.STORE,
 ):
-    """Write RUN_DIR/report.html: one self-contained page (figures embedded).
+    """Write RUN/report.html: one self-contained page (figures embedded).
 
     Example: mammodecomp report runs/study
     """
     from ..report import write_report
-    out = write_report(run_dir, n_permutations=_check_perm(permutations), seed=seed)
+    out = write_report(run_dir, n_permutations=_check_perm(permutations), seed=seed, store=store)
     typer.echo(f"report written to {out}")

@@ -66,8 +66,8 @@ def cv_cmd(
     """
     from ..config import resolve_config
     from ..errors import InputError
-    from ..io import read_json
-    from ..train import cross_validate
+    from ..train import cross_validate, prepare_run
+    from .cv import print_summary
     cfg = resolve_config(config, recipe=recipe, overrides=set_)
     if runner == "ray":
         from ..scale.ray_cv import RayFoldRunner
@@ -76,40 +76,18 @@ def cv_cmd(
     elif runner == "torchrun":
         from ..scale.ddp import TorchrunFoldRunner
         fold_runner = TorchrunFoldRunner(nproc_per_node=nproc_per_node)
-    elif runner == "serial":
+    elif runner in ("serial", "prepare"):
         fold_runner = None
-    elif runner == "prepare":
-        fold_runner = _PrepareOnly(nproc_per_node)
     else:
         raise InputError(f"--runner must be ray, torchrun, serial or prepare, got {runner!r}")
-    try:
-        run = cross_validate(cfg, out, overwrite=overwrite, fold_runner=fold_runner)
-    except _Prepared as p:
-        typer.echo(f"run directory {out} prepared; {len(p.commands)} fold(s) to train, e.g. on each node:")
-        for c in p.commands:
-            typer.echo("  " + c)
+    if runner == "prepare":
+        prep, lock = prepare_run(cfg, out, overwrite=overwrite)
+        lock.release()
+        typer.echo(f"run directory {out} prepared; {len(prep.tasks)} fold(s) to train, e.g. on each node:")
+        for t in prep.tasks:
+            typer.echo(f"  torchrun --nnodes NNODES --nproc_per_node {nproc_per_node} --rdzv_backend c10d "
+                       f"--rdzv_endpoint HEAD:29400 -m mammodecomp.scale.ddp {out} --repeat {t.repeat} --fold {t.fold}")
         typer.echo(f"then gather: mammodecomp scale cv <same options> --runner serial --out {out}")
         return
-    s = read_json(run / "summary.json")
-    typer.echo(f"{cfg.recipe}: out-of-fold AUC {s['auc']:.3f} over {s['n_rois']} ROIs ({runner}); run in {run}")
-
-
-class _Prepared(Exception):
-    """Raised by :class:`_PrepareOnly` to stop ``cross_validate`` before any fold trains."""
-
-    def __init__(self, commands: list[str]):
-        super().__init__(f"{len(commands)} fold(s) to train")
-        self.commands = commands
-
-
-class _PrepareOnly:
-    """A fold runner that trains nothing and lists the torchrun command of each pending fold."""
-
-    def __init__(self, nproc_per_node: int):
-        self.nproc_per_node = nproc_per_node
-
-    def __call__(self, cfg, inputs, y, tasks) -> None:
-        cmds = [f"torchrun --nnodes NNODES --nproc_per_node {self.nproc_per_node} --rdzv_backend c10d "
-                f"--rdzv_endpoint HEAD:29400 -m mammodecomp.scale.ddp {t.out.parent.parent} "
-                f"--repeat {t.repeat} --fold {t.fold}" for t in tasks]
-        raise _Prepared(cmds)
+    run = cross_validate(cfg, out, overwrite=overwrite, fold_runner=fold_runner)
+    print_summary(cfg, run, note=runner)

@@ -116,3 +116,8 @@ def _check_params(method: str, params: dict) -> None:
 from . import bands, fabemd, identity, laplacian, starlet, vmd  # noqa: E402,F401  (fill METHODS)
 
 __all__ = ["METHODS", "decompose"]
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write, write_json
+from ..rundir import INPUT_KEYS
 from ._common import SEVERITIES, finding, jsonable
 from ._run import RunFiles, Study, load_run_files, load_study
 from .attribution import MAX_ATTR_ROIS
@@ -77,7 +78,7 @@ def _headline(run: RunFiles, head: dict) -> dict:
 
 
 def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int = 0, *,
-             max_model_rois: int = MAX_ATTR_ROIS, load_model=None) -> dict:
+             max_model_rois: int = MAX_ATTR_ROIS, load_model=None, store: str | Path | None = None) -> dict:
     """Diagnose a finished run (or a study's primary run) and write ``diagnosis.json``.
 
     Parameters
@@ -90,7 +91,9 @@ def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int 
     seed : seed of the permutations and of the subsamples.
     max_model_rois : at most this many OOF ROIs for channel occlusion.
     load_model : ``(run_dir, repeat, fold) -> nn.Module`` on raw components;
-        ``train.load_fold_model`` by default (tests pass a stand-in).
+        ``fit.load_fold_model`` by default (tests pass a stand-in).
+    store : the folder of the runs' decomposition store, when the runs were
+        moved without it (the paths run.json records lead nowhere).
 
     Returns
     -------
@@ -114,8 +117,11 @@ def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int 
     from . import split as sp
 
     path = Path(run_or_study_dir)
-    study = load_study(path)
+    study = load_study(path, store=store)
     run = study.primary
+    for r in (run, *study.siblings.values()):   # a missing input is one line now, not "not measured" later
+        for key in INPUT_KEYS:
+            r.input_path(key)
     timings: dict = {}
     errors: list = []
     findings: list[dict] = []
@@ -172,3 +178,8 @@ def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int 
         (path / CAMS_FILE).unlink()
     write_json(path / DIAGNOSIS_FILE, out)
     return out
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__)

@@ -30,7 +30,7 @@ BATCH = 64
 
 
 def _default_loader(run_dir, repeat, fold):
-    from ..train import load_fold_model
+    from ..fit import load_fold_model
     return load_fold_model(run_dir, repeat, fold, device="cpu")
 
 

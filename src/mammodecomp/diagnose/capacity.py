@@ -67,7 +67,7 @@ def _run_model(run, load_model=None):
     if run.folds:
         try:
             if load_model is None:
-                from ..train import load_fold_model as load_model
+                from ..fit import load_fold_model as load_model
             r, f = run.folds[0]
             return load_model(run.path, r, f), k, "fold checkpoint"
         except Exception as e:  # noqa: BLE001 - fall back to a fresh model

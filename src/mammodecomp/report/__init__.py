@@ -283,7 +283,8 @@ def render_html(diag: dict, figs: dict) -> str:
             + "".join(parts) + "</body></html>")
 
 
-def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, seed: int = 0) -> Path:
+def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, seed: int = 0,
+                 store: str | Path | None = None) -> Path:
     """Write ``report.html`` for a run or study directory; return its path.
 
     Parameters
@@ -291,21 +292,25 @@ def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, see
     run_or_study_dir : the directory diagnosed (``diagnosis.json`` is read
         from it; when absent, :func:`~mammodecomp.diagnose.diagnose` runs first
         with *n_permutations* and *seed*).
+    store : the runs' decomposition store folder, for runs moved without it.
 
     Returns
     -------
     Path of ``report.html``.
     """
     from ..diagnose import DIAGNOSIS_FILE, diagnose, load_study
+    from ..rundir import INPUT_KEYS
     path = Path(run_or_study_dir)
     if (path / DIAGNOSIS_FILE).is_file():
         diag = read_json(path / DIAGNOSIS_FILE)
     else:
-        diag = diagnose(path, n_permutations=n_permutations, seed=seed)
-    study = load_study(path)
+        diag = diagnose(path, n_permutations=n_permutations, seed=seed, store=store)
+    study = load_study(path, store=store)
     run = study.primary
     if run.name != diag.get("primary"):
         run = study.siblings.get(diag.get("primary"), run)
+    for key in INPUT_KEYS:   # the maps' figures need the ROIs: a moved store is one line, not a lost figure
+        run.input_path(key)
     figs = _figures(diag, run, path)
     page = render_html(diag, figs)
     out = path / REPORT_FILE

@@ -2,10 +2,9 @@
 
 Submodules (imported on first use; Ray is never imported by the core):
 
-* :mod:`~mammodecomp.scale.resident` -- inputs resident on the device as
-  float16, batches indexed and augmented there (``train.device_resident``),
-  cuDNN autotuner (``train.cudnn_benchmark``), ``torch.compile``
-  (``train.compile``); used by :func:`mammodecomp.train.fit_fold`.
+* :mod:`mammodecomp.device` (below the trainer, not in this package) --
+  inputs resident on the device as float16 (``train.device_resident``), the
+  cuDNN autotuner and ``torch.compile``; used by :func:`mammodecomp.fit.fit_fold`.
 * :mod:`~mammodecomp.scale.ray_cv` -- :class:`RayFoldRunner`, folds and
   repeats as Ray tasks (one fold per GPU, or a fraction of one), gathered into
   the ordinary run directory.
@@ -28,7 +27,6 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "make_resident": "resident", "gather": "resident", "fits_on_device": "resident",
     "RayFoldRunner": "ray_cv",
     "ray_decompose": "ray_decompose", "ray_extract_rois": "ray_decompose", "ray_prepare_store": "ray_decompose",
     "fit_fold_ddp": "ddp", "TorchrunFoldRunner": "ddp",

@@ -104,7 +104,7 @@ def _gather_logits(local: np.ndarray, n: int, rank: int, world: int) -> np.ndarr
 
 
 def _predict(model, x, idx, rank, world, **kw) -> np.ndarray:
-    from ..train import predict_logits
+    from ..fit import predict_logits
     idx = np.asarray(idx)
     local = predict_logits(model, x, idx[rank::world], **kw)
     return _gather_logits(local, len(idx), rank, world)
@@ -150,10 +150,11 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     from ..io import atomic_write, write_json
     from ..metrics import choose_threshold
     from ..progress import progress
-    from ..train import (FoldResult, Normalized, epoch_order, keras_l2_folded, make_ema, training_kit,
-                         _save_state, _save_weights, _sigmoid, _split_metrics, build_model, fit_normalization, load_weights,
-                         safe_torch_load)
-    from .resident import gather, make_resident
+    from .. import rundir
+    from ..device import gather, make_resident
+    from ..fit import (FoldResult, Normalized, _save_state, _save_weights, _sigmoid, _split_metrics, batch_starts,
+                       build_model, epoch_order, fit_normalization, keras_l2_folded, load_weights, make_ema, safe_torch_load,
+                       training_kit)
 
     t = cfg.train
     rank, world = _rank_world()
@@ -163,7 +164,7 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
         out.mkdir(parents=True, exist_ok=True)
     mean, std = fit_normalization(x, train_idx, t.normalize)
     if rank == 0:
-        write_json(out / "norm.json", {"mean": mean, "std": std})
+        write_json(out / rundir.NORM, {"mean": mean, "std": std})
     torch.manual_seed(seed)
     model = Normalized((model_factory or build_model)(cfg, x.shape[1]), mean, std).to(device)
     if sync_batchnorm:
@@ -181,7 +182,7 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
     history: list[dict] = []
     step_rows: list[dict] = []
     start = 0
-    state_path, hist_path, best_path = out / "state.pt", out / "history.csv", out / "model.safetensors"
+    state_path, hist_path, best_path = out / rundir.STATE, out / rundir.HISTORY, out / rundir.WEIGHTS
     steps_path = out / "steps.csv"
     _barrier(world)
     if state_path.is_file():
@@ -219,10 +220,8 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
         order = epoch_order(t.balance, train_idx, ytr, gen)
         order_dev = torch.from_numpy(order).to(device)
         sums, sizes = [], []
-        for s in range(0, len(order), B):
-            n_glob = min(B, len(order) - s)
-            if n_glob < world:
-                break
+        for s, e in batch_starts(len(order), B, min_size=2 * world):
+            n_glob = e - s
             share = np.array_split(np.arange(n_glob), world)[rank]
             lo, hi = int(share[0]), int(share[-1]) + 1
             # with augmentation every rank makes the global batch's draws (identical on all ranks)
@@ -293,20 +292,10 @@ def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_i
 def _fold_task(run, repeat: int, fold: int):
     """The :class:`mammodecomp.train.FoldTask` of (repeat, fold) in a run directory."""
     from ..errors import InputError
-    from ..train import FoldTask, fold_dir, fold_seed
-    plan = run.plan
-    sub = plan[(plan["repeat"] == repeat) & (plan["fold"] == fold)]
-    if sub.empty:
+    from ..train import fold_task
+    if (repeat, fold) not in run.folds:
         raise InputError(f"the run has no repeat {repeat} fold {fold}", path=run.path / "splits.csv")
-    pos = {rid: i for i, rid in enumerate(run.manifest["roi_id"].astype(str))}
-    idx = {role: np.array([pos[str(i)] for i in sub.loc[sub["role"] == role, "roi_id"]], dtype=np.int64)
-           for role in ("train", "val", "test")}
-    validated_on_test = len(idx["val"]) == 0
-    if validated_on_test:
-        idx["val"] = idx["test"]
-    return FoldTask(repeat=repeat, fold=fold, train_idx=idx["train"], val_idx=idx["val"], test_idx=idx["test"],
-                    out=fold_dir(run.path, repeat, fold), seed=fold_seed(run.config.train.seed, repeat, fold),
-                    validated_on_test=validated_on_test)
+    return fold_task(run.config, run.path, run.plan, run.row_of, repeat, fold)
 
 
 def train_run_fold(run_dir: str | Path, repeat: int, fold: int, *, backend: str | None = None,
@@ -325,15 +314,16 @@ def train_run_fold(run_dir: str | Path, repeat: int, fold: int, *, backend: str 
     sync_batchnorm : bool
         See :func:`fit_fold_ddp`.
     """
-    from ..train import load_run, write_fold_result
+    from ..rundir import DONE, read_run
+    from ..train import write_fold_result
     if "WORLD_SIZE" in os.environ:
         init_from_env(backend)
     rank, world = _rank_world()
-    run = load_run(run_dir)
+    run = read_run(run_dir, finished=False)
     if run.config.train.threads:
         torch.set_num_threads(run.config.train.threads)
     task = _fold_task(run, repeat, fold)
-    if (task.out / "done.json").is_file():
+    if (task.out / DONE).is_file():
         return
     x = run.inputs()
     y = run.manifest["label"].to_numpy().astype(np.int64)

@@ -1,4 +1,7 @@
-"""One device: inputs resident on the accelerator, batches gathered there.
+"""The training device: which one, inputs resident on it, batches gathered there.
+
+This module sits below the trainer (:mod:`mammodecomp.fit`) and the scale-out
+runners; it imports nothing of mammodecomp.
 
 A study's inputs are small beside an accelerator's memory (1000 ROIs x 5
 components x 320 x 320 in float16 is 1 GB), so the fastest loop copies them to
@@ -28,7 +31,14 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["resident_nbytes", "fits_on_device", "make_resident", "gather", "cudnn_benchmark", "maybe_compile"]
+__all__ = ["resolve_device", "resident_nbytes", "fits_on_device", "make_resident", "gather", "cudnn_benchmark", "maybe_compile"]
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; any other name as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
 
 #: fraction of the device's free memory the resident inputs may take
 DEFAULT_HEADROOM = 0.5
