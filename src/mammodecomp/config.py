@@ -203,14 +203,21 @@ def _first_error(e: ValidationError, where: str | None) -> InputError:
 
 
 def resolve_config(path: str | Path | None = None, *, recipe: str | None = None,
-                   overrides: list[str] | None = None) -> Config:
-    """Recipe defaults <- YAML file <- ``key=value`` overrides, validated.
+                   overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Recipe defaults <- YAML file <- overrides, validated.
 
     Parameters
     ----------
     path : optional YAML file.
     recipe : recipe name; else the file's ``recipe`` key; else ``small``.
-    overrides : ``["train.epochs=5", ...]``; values are parsed as YAML scalars.
+    overrides : ``["train.epochs=5", ...]`` (values parsed as YAML scalars, as
+        ``--set`` does), or a mapping of dotted keys to Python values
+        (``{"train.epochs": 5, "data.manifest": Path("m.parquet")}``).
+
+    Examples
+    --------
+    >>> resolve_config(recipe="small", overrides={"train.epochs": 5, "model.kwargs": {"width": 8}}).train.epochs
+    5
     """
     user: dict = {}
     where = str(path) if path is not None else None
@@ -225,7 +232,10 @@ def resolve_config(path: str | Path | None = None, *, recipe: str | None = None,
         if not isinstance(user, dict):
             raise InputError("config must be a mapping of sections", path=p)
     ov: dict = {}
-    for item in overrides or []:
+    if isinstance(overrides, dict):
+        for k, v in overrides.items():
+            _set_dotted(ov, str(k).strip(), str(v) if isinstance(v, Path) else copy.deepcopy(v))
+    for item in (overrides or []) if not isinstance(overrides, dict) else []:
         if "=" not in item:
             raise InputError(f"override '{item}' is not key=value (e.g. train.epochs=10)")
         k, v = item.split("=", 1)
