@@ -40,6 +40,15 @@ class TinyNet(nn.Module):
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
+    # the seed model's Keras L2 interface (train.keras_l2): a penalty on the head's kernel
+    l2 = 0.01
+
+    def l2_params(self):
+        return [self.head.weight]
+
+    def l2_penalty(self):
+        return self.l2 * (self.head.weight ** 2).sum()
+
 
 def tiny_factory(cfg, in_chans):
     return TinyNet(in_chans)
@@ -95,6 +104,63 @@ def test_two_gloo_processes_match_one_process(tmp_path):
                                rtol=0, atol=1e-5)
     ha, hb = pd.read_csv(tmp_path / "one" / "history.csv"), pd.read_csv(tmp_path / "ddp" / "history.csv")
     np.testing.assert_allclose(hb["val_loss"], ha["val_loss"], rtol=0, atol=1e-5)
+
+
+#: every training option, each run by one process and by two gloo ranks (name -> overrides, tolerance)
+OPTIONS = {
+    "plain": ([], 1e-5),
+    "ema": (["train.ema=0.8"], 1e-5),
+    "label-smoothing": (["train.label_smoothing=0.1"], 1e-5),
+    "sampler": (["train.balance=sampler"], 1e-5),
+    "no-augment": (["train.augment=false"], 1e-5),
+    "keras-l2-in-optimiser": (["train.keras_l2=true", "train.optimizer=adam"], 1e-5),
+    "keras-l2-in-loss": (["train.keras_l2=true"], 1e-5),
+    "channels-last": (["train.channels_last=true"], 1e-5),
+    "device-resident": (["train.device_resident=true"], 1e-3),   # float16 copy: same on both paths
+    "early-stopping": (["train.early_stopping=1", "train.epochs=4"], 1e-5),
+    "bf16": (["train.amp=bf16"], 3e-2),
+}
+
+
+def _options_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        x, y = _data()
+        for name, (ov, _) in OPTIONS.items():
+            cfg = resolve_config(recipe="small", overrides=["train.epochs=2", "train.batch_size=8", "train.lr=0.01",
+                                                            "train.early_stopping=null", *ov])
+            fit_fold_ddp(cfg, x, y, TRAIN, VAL, TEST, os.path.join(out, name), seed=3, model_factory=tiny_factory)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_training_option_gives_the_same_history_on_one_and_two_ranks(tmp_path):
+    """One fold loop for 1..W ranks: each option's history, column by column, and the selected
+    epoch agree between one process and two gloo ranks (a BatchNorm-free model, so they must)."""
+    mp.spawn(_options_worker, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    x, y = _data()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, (ov, tol) in OPTIONS.items():
+            cfg = resolve_config(recipe="small", overrides=["train.epochs=2", "train.batch_size=8", "train.lr=0.01",
+                                                            "train.early_stopping=null", *ov])
+            one = fit_fold(cfg, x, y, TRAIN, VAL, TEST, tmp_path / "one" / name, seed=3, model_factory=tiny_factory)
+            ha = pd.read_csv(tmp_path / "one" / name / "history.csv")
+            hb = pd.read_csv(tmp_path / "ddp" / name / "history.csv")
+            assert list(ha.columns) == list(hb.columns), name
+            assert ("reg_loss" in ha.columns) == ("keras-l2" in name), name
+            for col in ha.columns:
+                if col != "seconds":
+                    np.testing.assert_allclose(hb[col], ha[col], rtol=0, atol=tol, err_msg=f"{name}: {col}")
+            two = pd.read_csv(tmp_path / "ddp" / name / "steps.csv")
+            np.testing.assert_allclose(two["loss"], pd.read_csv(tmp_path / "one" / name / "steps.csv")["loss"],
+                                       rtol=0, atol=tol, err_msg=name)
+            assert len(ha) == (2 if name != "early-stopping" else len(hb)), name
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("extra", [[], ["train.ema=0.8"]], ids=["plain", "ema"])

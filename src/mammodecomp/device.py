@@ -33,11 +33,18 @@ import torch
 
 __all__ = ["resolve_device", "resident_nbytes", "fits_on_device", "make_resident", "gather", "cudnn_benchmark", "maybe_compile"]
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; any other name as torch reads it."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; any other name as torch reads it.
+
+    With ``local_rank`` (a data-parallel process), a CUDA device without an
+    index becomes ``cuda:local_rank``.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if local_rank is not None and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
 
 
 #: fraction of the device's free memory the resident inputs may take

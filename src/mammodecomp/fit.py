@@ -18,6 +18,7 @@ Invariants
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,37 +260,17 @@ def load_weights(path: Path) -> dict:
     return load_file(str(path))
 
 
-def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-             test_idx: np.ndarray, out: Path, *, seed: int, desc: str = "",
-             resident: torch.Tensor | None = None) -> FoldResult:
-    """Train a fresh model on ``train_idx``, select on ``val_idx``, predict ``test_idx``.
-
-    Writes ``out/history.csv``, ``out/norm.json``, ``out/model.safetensors``
-    (the selected checkpoint), ``out/state.pt`` (resume state) and finally
-    ``out/done.json``.
-
-    ``resident`` is ``x`` already on the training device (float16, see
-    :func:`mammodecomp.device.make_resident`); with it, or with
-    ``train.device_resident`` set, batches are indexed and augmented on the
-    device and nothing returns to the host inside an epoch.
-    """
-    from .device import cudnn_benchmark, make_resident
-    t = cfg.train
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(t.device)
-    if resident is None and t.device_resident:
-        resident = make_resident(x, device)
-    if resident is not None and resident.device != device:
-        resident = resident.to(device)
-    with cudnn_benchmark(t.cudnn_benchmark, device):
-        return _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out, seed=seed, desc=desc, device=device,
-                         resident=resident)
+def min_batch(model: nn.Module, world: int) -> int:
+    """The smallest training batch: two ROIs, and two per rank when W ranks share a
+    BatchNorm model's batch (BatchNorm cannot train on one ROI). A BatchNorm-free
+    model keeps the one-process batches under any W, so W ranks equal one."""
+    bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return 2 * world if (world > 1 and bn) else 2
 
 
 def training_kit(cfg: Config, model: nn.Module, y: np.ndarray, train_idx: np.ndarray, seed: int,
-                 device: torch.device):
-    """What one fold trains with, shared by the single-process and DDP trainers.
+                 device: torch.device, world: int = 1):
+    """What one fold trains with: optimiser, schedule, data order, augmentation, class weight.
 
     Returns ``(optimiser, scheduler, steps_per_epoch, generator, augment,
     train_labels, pos_weight)``; the generator (data order) and the augmenter
@@ -297,7 +278,7 @@ def training_kit(cfg: Config, model: nn.Module, y: np.ndarray, train_idx: np.nda
     """
     t = cfg.train
     opt = _optimizer(cfg, model)
-    steps = max(1, len(batch_starts(len(train_idx), t.batch_size)))
+    steps = max(1, len(batch_starts(len(train_idx), t.batch_size, min_size=min_batch(model, world))))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
     gen = torch.Generator().manual_seed(seed + 7)
     aug = Augment(seed + 13)
@@ -307,23 +288,202 @@ def training_kit(cfg: Config, model: nn.Module, y: np.ndarray, train_idx: np.nda
     return opt, sched, steps, gen, aug, ytr, pos_weight
 
 
-def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, desc: str, device: torch.device,
-              resident: torch.Tensor | None) -> FoldResult:
+def rank_world() -> tuple[int, int]:
+    """This process's rank and the world size (0, 1 without a process group)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def evaluate(model: nn.Module, x: np.ndarray, idx: np.ndarray, *, rank: int = 0, world: int = 1,
+             **kw) -> np.ndarray:
+    """Logits of rows ``idx`` in eval mode, the same on every rank.
+
+    Rank ``r`` predicts rows ``r::W`` (:func:`predict_logits`) and the shares
+    are gathered back into ``idx`` order; with one rank both are the identity.
+    """
+    idx = np.asarray(idx)
+    local = predict_logits(model, x, idx[rank::world], **kw)
+    if world == 1:
+        return local
+    import torch.distributed as dist
+    parts: list = [None] * world
+    dist.all_gather_object(parts, local)
+    out = np.empty(len(idx), dtype=np.float64)
+    for r, part in enumerate(parts):
+        out[r::world] = part
+    return out
+
+
+@dataclass
+class _Fold:
+    """What one fold trains with (built once by :func:`fit_fold`, read by :func:`train_one_epoch`)."""
+
+    cfg: Config
+    x: np.ndarray
+    y: torch.Tensor               # labels as float32 on the device
+    train_idx: np.ndarray
+    model: nn.Module              # the module whose weights train
+    net: nn.Module                # what the step calls: DDP-wrapped and/or compiled
+    opt: torch.optim.Optimizer
+    sched: object
+    gen: torch.Generator
+    aug: Augment
+    ytr: np.ndarray
+    pos_weight: torch.Tensor | None
+    ema: object
+    device: torch.device
+    resident: torch.Tensor | None
+    rank: int
+    world: int
+
+
+def train_one_epoch(f: _Fold) -> tuple[float | None, list[dict]]:
+    """One pass over the fold's training rows; returns (mean Keras-L2 value or None, per-step losses).
+
+    Every rank draws the same epoch order and the same augmentation for the
+    whole *global* batch (``train.batch_size``), then keeps its contiguous
+    share; each rank's loss is its share's sum scaled by ``W / global batch``,
+    so the gradient average equals the gradient of the global batch mean. With
+    one rank the loss is the batch mean, as it always was.
+    """
+    t, device, world = f.cfg.train, f.device, f.world
+    f.model.train()
+    order = epoch_order(t.balance, f.train_idx, f.ytr, f.gen)
+    order_dev = torch.from_numpy(order).to(device) if f.resident is not None or world > 1 else None
+    l2 = getattr(f.model.model, "l2_penalty", None) if t.keras_l2 else None
+    l2_in_opt = keras_l2_folded(f.cfg, f.model)
+    reg_total = torch.zeros((), dtype=torch.float64, device=device)
+    sums, sizes = [], []
+    batches = batch_starts(len(order), t.batch_size, min_size=min_batch(f.model, world))
+    for s, e in batches:
+        n_glob = e - s
+        share = np.array_split(np.arange(n_glob), world)[f.rank]
+        lo, hi = int(share[0]), int(share[-1]) + 1
+        # with augmentation every rank makes the global batch's draws (identical on all ranks) and
+        # keeps its share; without it, a rank reads its share only
+        a, b = (s, e) if (t.augment or world == 1) else (s + lo, s + hi)
+        if f.resident is not None:   # index, augment and label on the device
+            from .device import gather
+            xb = gather(f.resident, order_dev[a:b])
+        else:
+            xb = torch.from_numpy(np.ascontiguousarray(f.x[order[a:b]], dtype=np.float32))
+        if t.augment:
+            xb = f.aug(xb)
+        if world > 1 and t.augment:
+            xb = xb[lo:hi]
+        xb = xb.to(device)
+        if t.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        if order_dev is not None:
+            yb = f.y.index_select(0, order_dev[s + lo:s + hi])
+        else:
+            yb = f.y[order[s + lo:s + hi]].to(device)
+        if t.label_smoothing:
+            yb = yb * (1 - t.label_smoothing) + 0.5 * t.label_smoothing
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(t.amp == "bf16")):
+            logits = f.net(xb).float().reshape(-1)
+        if world == 1:
+            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=f.pos_weight)
+            lsum = loss.detach() * n_glob
+        else:
+            lsum = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=f.pos_weight, reduction="sum")
+            loss = lsum * (world / n_glob)
+            lsum = lsum.detach()
+        if l2 is not None:
+            if l2_in_opt:   # the optimiser adds its gradient (see _optimizer); the value is logged only
+                with torch.no_grad():
+                    reg = l2()
+            else:
+                reg = l2()
+                loss = loss + reg
+            reg_total += reg.detach().double()
+        f.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        f.opt.step()
+        f.sched.step()
+        if f.ema is not None:
+            f.ema.update_parameters(f.model)
+        sums.append(lsum)
+        sizes.append(n_glob)
+    step_sum = torch.stack(sums).double() if sums else torch.zeros(0, dtype=torch.float64, device=device)
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(step_sum)   # once per epoch: no host round-trip per step
+    steps = [{"step": i, "batch": n, "loss": v / n} for i, (v, n) in enumerate(zip(step_sum.cpu().tolist(), sizes))]
+    return (float(reg_total) / max(1, len(batches)) if l2 is not None else None), steps
+
+
+def fit_fold(cfg: Config, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+             test_idx: np.ndarray, out: Path, *, seed: int, desc: str = "",
+             resident: torch.Tensor | None = None, model_factory=None, sync_batchnorm: bool = False) -> FoldResult:
+    """Train a fresh model on ``train_idx``, select on ``val_idx``, predict ``test_idx``.
+
+    One loop for one process or many: inside a ``torch.distributed`` process
+    group of W ranks (torchrun; see :mod:`mammodecomp.scale.ddp`) the model
+    is wrapped in DistributedDataParallel, ``train.batch_size`` is the global
+    batch, evaluation is sharded and gathered (:func:`evaluate`), and rank 0
+    writes the fold directory; with no group (W = 1) every one of those is
+    the identity. Every training option works for any W.
+
+    Writes ``out/history.csv``, ``out/steps.csv``, ``out/norm.json``,
+    ``out/model.safetensors`` (the selected checkpoint) and ``out/state.pt``
+    (resume state, after every epoch).
+
+    Parameters
+    ----------
+    resident : ``x`` already on the training device (float16, see
+        :func:`mammodecomp.device.make_resident`); with it, or with
+        ``train.device_resident`` set, batches are indexed and augmented on
+        the device and nothing returns to the host inside an epoch.
+    model_factory : ``(cfg, in_chans) -> nn.Module``; default :func:`build_model`.
+    sync_batchnorm : convert BatchNorm to SyncBatchNorm (CUDA process groups).
+
+    Notes
+    -----
+    Equality of W ranks with one holds for models without BatchNorm and
+    dropout: BatchNorm normalises each rank's share with that share's
+    statistics (use SyncBatchNorm on GPUs) and dropout masks are drawn per rank.
+    """
+    from .device import cudnn_benchmark, make_resident, maybe_compile
     from .metrics import choose_threshold
-    from .device import gather, maybe_compile
     t = cfg.train
+    rank, world = rank_world()
+    out = Path(out)
+    device = resolve_device(t.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if resident is None and t.device_resident:
+        resident = make_resident(x, device)
+    if resident is not None and resident.device != device:
+        resident = resident.to(device)
     mean, std = fit_normalization(x, train_idx, t.normalize)
-    write_json(out / rundir.NORM, {"mean": mean, "std": std})
+    if rank == 0:
+        write_json(out / rundir.NORM, {"mean": mean, "std": std})
     torch.manual_seed(seed)
-    model = Normalized(build_model(cfg, x.shape[1]), mean, std).to(device)
+    model = Normalized((model_factory or build_model)(cfg, x.shape[1]), mean, std).to(device)
+    if sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt, sched, steps, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device)
-    ema = make_ema(cfg, model)
+    if rank:   # dropout masks: a stream per rank (rank 0 keeps the single-process stream)
+        torch.manual_seed(seed * 7919 + rank)
+    opt, sched, _, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device, world=world)
+    ema = make_ema(cfg, model)   # every rank keeps the same average of the same synchronised weights
     best = {"loss": float("inf"), "epoch": -1, "bad": 0}
     history: list[dict] = []
+    step_rows: list[dict] = []
     start = 0
     state_path, hist_path, best_path = out / rundir.STATE, out / rundir.HISTORY, out / rundir.WEIGHTS
+    steps_path = out / rundir.STEPS
+    barrier(world)
     if state_path.is_file():
         st = safe_torch_load(state_path, map_location=device)
         model.load_state_dict(st["model"])
@@ -331,98 +491,76 @@ def _fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out: Path, *, seed: int, 
             ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
-        torch.set_rng_state(st["rng"])
+        if rank == 0:
+            torch.set_rng_state(st["rng"])
         gen.set_state(st["gen"])
         aug.set_state(st["aug"])
         best = {"loss": st["best_loss"], "epoch": st["best_epoch"], "bad": st["bad"]}
         start = int(st["epoch"]) + 1
         if hist_path.is_file():
             history = pd.read_csv(hist_path).iloc[:start].to_dict("records")
-    l2 = getattr(model.model, "l2_penalty", None) if t.keras_l2 else None
-    l2_in_opt = keras_l2_folded(cfg, model)
+        if steps_path.is_file():
+            step_rows = [r for r in pd.read_csv(steps_path).to_dict("records") if r["epoch"] < start]
+    if world > 1:
+        ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        net = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
+    else:
+        net = model
+    net = maybe_compile(net, t.compile)
     yt = torch.from_numpy(y.astype(np.float32))
-    if resident is not None:
+    if resident is not None or world > 1:
         yt = yt.to(device)
-    fwd = maybe_compile(model, t.compile)
     # what is evaluated, early-stopped on and checkpointed: the weight average when there is one
     judged = model if ema is None else ema.module
-    fwd_eval = fwd if ema is None else maybe_compile(judged, t.compile)
-    pred_kw = {"device": device, "amp": t.amp, "channels_last": t.channels_last, "resident": resident}
-    bar = progress(range(start, t.epochs), total=t.epochs - start, desc=desc or "epochs", leave=False)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        model.train()
-        order = epoch_order(t.balance, train_idx, ytr, gen)
-        reg_total = torch.zeros((), dtype=torch.float64, device=device)
-        order_dev = torch.from_numpy(order).to(device) if resident is not None else None
-        for s, e in batch_starts(len(order), t.batch_size):
-            if resident is not None:   # index, augment and label on the device
-                bd = order_dev[s:e]
-                xb = gather(resident, bd)
-                if t.augment:
-                    xb = aug(xb)
-                yb = yt.index_select(0, bd)
+    judged_fwd = maybe_compile(judged, t.compile) if (ema is not None or world > 1) else net
+    fold = _Fold(cfg=cfg, x=x, y=yt, train_idx=np.asarray(train_idx), model=model, net=net, opt=opt, sched=sched,
+                 gen=gen, aug=aug, ytr=ytr, pos_weight=pos_weight, ema=ema, device=device, resident=resident,
+                 rank=rank, world=world)
+    ev = {"device": device, "amp": t.amp, "channels_last": t.channels_last, "resident": resident, "rank": rank,
+          "world": world}
+    bar = progress(range(start, t.epochs), total=t.epochs - start, desc=desc or "epochs", leave=False,
+                   disable=None if rank == 0 else True)
+    with cudnn_benchmark(t.cudnn_benchmark, device):
+        for epoch in bar:
+            t0 = time.perf_counter()
+            reg, steps = train_one_epoch(fold)
+            step_rows += [{"epoch": epoch, **r} for r in steps]
+            row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+            row.update(_split_metrics(y[train_idx], evaluate(judged_fwd, x, train_idx, batch_size=max(64, t.batch_size),
+                                                             **ev), "train"))
+            row.update(_split_metrics(y[val_idx], evaluate(judged_fwd, x, val_idx, batch_size=max(64, t.batch_size),
+                                                           **ev), "val"))
+            if reg is not None:
+                row["reg_loss"] = reg
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            improved = row["val_loss"] < best["loss"] - 1e-6
+            if improved:
+                best.update(loss=row["val_loss"], epoch=epoch, bad=0)
             else:
-                b = order[s:e]
-                xb = torch.from_numpy(np.ascontiguousarray(x[b], dtype=np.float32))
-                if t.augment:
-                    xb = aug(xb)
-                xb = xb.to(device)
-                yb = yt[b].to(device)
-            if t.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            if t.label_smoothing:
-                yb = yb * (1 - t.label_smoothing) + 0.5 * t.label_smoothing
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(t.amp == "bf16")):
-                logits = fwd(xb).float().reshape(-1)
-            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
-            if l2 is not None:
-                if l2_in_opt:   # the optimiser adds its gradient; the value is logged only
-                    with torch.no_grad():
-                        reg = l2()
-                else:
-                    reg = l2()
-                    loss = loss + reg
-                reg_total += reg.detach().double()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(_split_metrics(y[train_idx], predict_logits(fwd_eval, x, train_idx,
-                                                              batch_size=max(64, t.batch_size), **pred_kw), "train"))
-        row.update(_split_metrics(y[val_idx], predict_logits(fwd_eval, x, val_idx,
-                                                            batch_size=max(64, t.batch_size), **pred_kw), "val"))
-        if l2 is not None:
-            row["reg_loss"] = float(reg_total) / steps
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        improved = row["val_loss"] < best["loss"] - 1e-6
-        if improved:
-            best.update(loss=row["val_loss"], epoch=epoch, bad=0)
-        else:
-            best["bad"] += 1
-        if t.select == "last" or improved:
-            _save_weights(best_path, judged)
-        with atomic_write(hist_path, "w") as f:
-            pd.DataFrame(history).to_csv(f, index=False)
-        stop = t.early_stopping is not None and t.select != "last" and best["bad"] >= t.early_stopping
-        _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen, ema)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(tr_auc=f"{row['train_auc']:.2f}", va_auc=f"{row['val_auc']:.2f}",
-                            va_loss=f"{row['val_loss']:.2f}", refresh=False)  # shown at the bar's next redraw
-        if stop:
-            break
-    judged.load_state_dict(load_weights(best_path))
-    val_logits = predict_logits(fwd_eval, x, val_idx, batch_size=64, **pred_kw)
-    threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
-    test_logits = predict_logits(fwd_eval, x, test_idx, batch_size=64, **pred_kw)
+                best["bad"] += 1
+            stop = t.early_stopping is not None and t.select != "last" and best["bad"] >= t.early_stopping
+            if rank == 0:
+                if t.select == "last" or improved:
+                    _save_weights(best_path, judged)
+                with atomic_write(hist_path, "w") as fh:
+                    pd.DataFrame(history).to_csv(fh, index=False)
+                with atomic_write(steps_path, "w") as fh:
+                    pd.DataFrame(step_rows).to_csv(fh, index=False, float_format="%.10g")
+                _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen, ema)
+            barrier(world)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(tr_auc=f"{row['train_auc']:.2f}", va_auc=f"{row['val_auc']:.2f}",
+                                va_loss=f"{row['val_loss']:.2f}", refresh=False)  # shown at the bar's next redraw
+            if stop:
+                break
+        judged.load_state_dict(load_weights(best_path))
+        val_logits = evaluate(judged_fwd, x, val_idx, batch_size=64, **ev)
+        threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
+        test_logits = evaluate(judged_fwd, x, test_idx, batch_size=64, **ev)
     hist = pd.DataFrame(history)
     best_epoch = int(best["epoch"]) if t.select != "last" else int(hist["epoch"].iloc[-1])
     return FoldResult(test_logits=test_logits, threshold=threshold, best_epoch=best_epoch, history=hist)
-
 
 
 def load_fold_model(run_dir: str | Path, repeat: int, fold: int, device: str = "cpu") -> nn.Module:

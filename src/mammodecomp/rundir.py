@@ -8,7 +8,7 @@ Layout (docs/architecture.md, "The run directory")::
 
     RUN/
       config.yaml  run.json  manifest.parquet  splits.csv  oof.csv  summary.json
-      folds/r{R}f{F}/{history.csv, norm.json, model.safetensors, state.pt, test.csv, done.json}
+      folds/r{R}f{F}/{history.csv, steps.csv, norm.json, model.safetensors, state.pt, test.csv, done.json}
       .lock
 
 Paths a run records (``run.json``'s ``components_path`` and ``rois_path``:
@@ -59,6 +59,7 @@ LOCK = ".lock"
 STUDY_JSON = "study.json"
 # inside a fold folder
 HISTORY = "history.csv"
+STEPS = "steps.csv"       # global loss per optimiser step
 NORM = "norm.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"

@@ -1,37 +1,17 @@
 """Data-parallel training of one fold over several processes (torchrun, DDP).
 
 For a model too large or too slow for one GPU per fold, one fold is trained
-by ``W`` processes (one per GPU; gloo on CPUs) under
-:class:`torch.nn.parallel.DistributedDataParallel`. :func:`fit_fold_ddp`
-follows :func:`mammodecomp.train.fit_fold` step for step, so a data-parallel
-fold is the same training recipe, not a different one:
-
-* every rank draws the same epoch order (the fold's generator) and the same
-  augmentation for the whole *global* batch, then keeps its contiguous share
-  of it; the global batch is ``train.batch_size``, whatever ``W`` is;
-* each rank's loss is its share's *sum* scaled by ``W / global batch``, so
-  DDP's gradient average equals the gradient of the global batch mean, also
-  for a last, uneven batch;
-* evaluation is sharded (rank ``r`` predicts rows ``r::W``) and gathered, so
-  early stopping, the checkpoint and the threshold are the same on every rank;
-* rank 0 writes the fold directory (``norm.json``, ``history.csv``,
-  ``model.safetensors``, ``state.pt``, ``test.csv``, ``done.json``) and
-  ``steps.csv`` (global loss per optimiser step).
-
-Run with torchrun on an existing run directory::
+by ``W`` processes (one per GPU; gloo on CPUs). The training loop is
+:func:`mammodecomp.fit.fit_fold`, the same function a single process runs:
+inside a process group it wraps the model in DistributedDataParallel, shares
+each global batch between the ranks, shards and gathers evaluation and lets
+rank 0 write the fold directory. This module only sets the process group up
+and launches torchrun:
 
     torchrun --nproc_per_node 4 -m mammodecomp.scale.ddp RUN --repeat 0 --fold 0
 
 or let :class:`TorchrunFoldRunner` launch torchrun for each pending fold of
 ``cross_validate``.
-
-Notes
------
-Equality with one process holds for models without BatchNorm and without
-dropout: BatchNorm normalises each rank's share with that share's statistics
-(use a BatchNorm-free model, or SyncBatchNorm on GPUs with
-``sync_batchnorm=True``) and dropout masks are drawn per rank. A final
-global batch smaller than ``W`` is skipped (it would leave a rank empty).
 """
 from __future__ import annotations
 
@@ -40,33 +20,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+
+from ..fit import barrier, rank_world
 
 __all__ = ["fit_fold_ddp", "TorchrunFoldRunner", "init_from_env", "main"]
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _ddp_device(name: str) -> torch.device:
-    """The device of this rank: ``cuda:LOCAL_RANK`` when CUDA is used."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local)
-    return dev
 
 
 def init_from_env(backend: str | None = None) -> tuple[int, int]:
@@ -82,211 +44,26 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
     (rank, world_size)
     """
     if dist.is_initialized():
-        return _rank_world()
+        return rank_world()
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
-    return _rank_world()
-
-
-def _gather_logits(local: np.ndarray, n: int, rank: int, world: int) -> np.ndarray:
-    """Reassemble rows ``r::W`` predicted by each rank into the order 0..n-1."""
-    if world == 1:
-        return local
-    parts: list = [None] * world
-    dist.all_gather_object(parts, local)
-    out = np.empty(n, dtype=np.float64)
-    for r, p in enumerate(parts):
-        out[r::world] = p
-    return out
-
-
-def _predict(model, x, idx, rank, world, **kw) -> np.ndarray:
-    from ..fit import predict_logits
-    idx = np.asarray(idx)
-    local = predict_logits(model, x, idx[rank::world], **kw)
-    return _gather_logits(local, len(idx), rank, world)
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
+    return rank_world()
 
 
 def fit_fold_ddp(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
                  test_idx: np.ndarray, out: str | Path, *, seed: int, model_factory=None,
                  sync_batchnorm: bool = False, desc: str = ""):
-    """Train one fold data-parallel over the current process group.
+    """Train one fold over the current process group: :func:`mammodecomp.fit.fit_fold`.
 
-    Without a process group (or with one rank) this is a single-process run
-    of the same recipe.
-
-    Parameters
-    ----------
-    cfg : Config
-        The study config; ``train.batch_size`` is the *global* batch.
-    x, y, train_idx, val_idx, test_idx, seed :
-        As for :func:`mammodecomp.train.fit_fold` (every rank holds ``x``;
-        a memmap is fine).
-    out : str or Path
-        The fold directory (rank 0 writes it; every rank reads it to resume
-        and to reload the selected checkpoint, so ranks on several machines
-        need a shared file system).
-    model_factory : callable or None
-        ``model_factory(cfg, in_chans) -> nn.Module`` (one logit per
-        image); default :func:`mammodecomp.train.build_model`.
-    sync_batchnorm : bool
-        Convert BatchNorm layers to SyncBatchNorm (CUDA only).
-    desc : str
-        Progress bar label.
-
-    Returns
-    -------
-    FoldResult
-        The same on every rank.
+    Kept as the data-parallel entry by name; without a process group (or with
+    one rank) this is a single-process run of the same recipe.
     """
-    from ..io import atomic_write, write_json
-    from ..metrics import choose_threshold
-    from ..progress import progress
-    from .. import rundir
-    from ..device import gather, make_resident
-    from ..fit import (FoldResult, Normalized, _save_state, _save_weights, _sigmoid, _split_metrics, batch_starts,
-                       build_model, epoch_order, fit_normalization, keras_l2_folded, load_weights, make_ema, safe_torch_load,
-                       training_kit)
-
-    t = cfg.train
-    rank, world = _rank_world()
-    out = Path(out)
-    device = _ddp_device(t.device)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    mean, std = fit_normalization(x, train_idx, t.normalize)
-    if rank == 0:
-        write_json(out / rundir.NORM, {"mean": mean, "std": std})
-    torch.manual_seed(seed)
-    model = Normalized((model_factory or build_model)(cfg, x.shape[1]), mean, std).to(device)
-    if sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if rank:   # dropout masks: a stream per rank (rank 0 keeps the single-process stream)
-        torch.manual_seed(seed * 7919 + rank)
-    resident = make_resident(x, device) if t.device_resident else None
-    opt, sched, _, gen, aug, ytr, pos_weight = training_kit(cfg, model, y, train_idx, seed, device)
-    ema = make_ema(cfg, model)   # every rank keeps the same average of the same synchronised weights
-    judged = model if ema is None else ema.module
-    B = t.batch_size
-    best = {"loss": float("inf"), "epoch": -1, "bad": 0}
-    history: list[dict] = []
-    step_rows: list[dict] = []
-    start = 0
-    state_path, hist_path, best_path = out / rundir.STATE, out / rundir.HISTORY, out / rundir.WEIGHTS
-    steps_path = out / "steps.csv"
-    _barrier(world)
-    if state_path.is_file():
-        st = safe_torch_load(state_path, map_location=device)
-        model.load_state_dict(st["model"])
-        if ema is not None:
-            ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        if rank == 0:
-            torch.set_rng_state(st["rng"])
-        gen.set_state(st["gen"])
-        aug.set_state(st["aug"])
-        best = {"loss": st["best_loss"], "epoch": st["best_epoch"], "bad": st["bad"]}
-        start = int(st["epoch"]) + 1
-        if hist_path.is_file():
-            history = pd.read_csv(hist_path).iloc[:start].to_dict("records")
-        if steps_path.is_file():
-            step_rows = [r for r in pd.read_csv(steps_path).to_dict("records") if r["epoch"] < start]
-    if world > 1:
-        ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        net = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
-    else:
-        net = model
-    l2 = getattr(model.model, "l2_penalty", None) if t.keras_l2 else None
-    l2_in_opt = keras_l2_folded(cfg, model)
-    yt = torch.from_numpy(y.astype(np.float32)).to(device)
-    pred_kw = {"device": device, "amp": t.amp, "channels_last": t.channels_last, "resident": resident,
-               "batch_size": max(64, B)}
-    bar = progress(range(start, t.epochs), total=t.epochs - start, desc=desc or "epochs (ddp)", leave=False,
-                   disable=None if rank == 0 else True)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        net.train()
-        order = epoch_order(t.balance, train_idx, ytr, gen)
-        order_dev = torch.from_numpy(order).to(device)
-        sums, sizes = [], []
-        for s, e in batch_starts(len(order), B, min_size=2 * world):
-            n_glob = e - s
-            share = np.array_split(np.arange(n_glob), world)[rank]
-            lo, hi = int(share[0]), int(share[-1]) + 1
-            # with augmentation every rank makes the global batch's draws (identical on all ranks)
-            # and keeps its share; without it, a rank reads its share only
-            a, b = (s, s + n_glob) if t.augment else (s + lo, s + hi)
-            if resident is not None:
-                xb = gather(resident, order_dev[a:b])
-            else:
-                xb = torch.from_numpy(np.ascontiguousarray(x[order[a:b]], dtype=np.float32))
-            if t.augment:
-                xb = aug(xb)[lo:hi]
-            xb = xb.to(device)
-            if t.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = yt.index_select(0, order_dev[s + lo:s + hi])
-            if t.label_smoothing:
-                yb = yb * (1 - t.label_smoothing) + 0.5 * t.label_smoothing
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(t.amp == "bf16")):
-                logits = net(xb).float().reshape(-1)
-            lsum = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="sum")
-            loss = lsum * (world / n_glob)
-            if l2 is not None and not l2_in_opt:   # else the optimiser adds it (train._optimizer)
-                loss = loss + l2()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            sums.append(lsum.detach())
-            sizes.append(n_glob)
-        step_sum = torch.stack(sums).double() if sums else torch.zeros(0, dtype=torch.float64, device=device)
-        if world > 1:
-            dist.all_reduce(step_sum)   # once per epoch: no host round-trip per step
-        for i, (v, n) in enumerate(zip(step_sum.cpu().tolist(), sizes)):
-            step_rows.append({"epoch": epoch, "step": i, "batch": n, "loss": v / n})
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(_split_metrics(y[train_idx], _predict(judged, x, train_idx, rank, world, **pred_kw), "train"))
-        row.update(_split_metrics(y[val_idx], _predict(judged, x, val_idx, rank, world, **pred_kw), "val"))
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        improved = row["val_loss"] < best["loss"] - 1e-6
-        if improved:
-            best.update(loss=row["val_loss"], epoch=epoch, bad=0)
-        else:
-            best["bad"] += 1
-        stop = t.early_stopping is not None and t.select != "last" and best["bad"] >= t.early_stopping
-        if rank == 0:
-            if t.select == "last" or improved:
-                _save_weights(best_path, judged)
-            with atomic_write(hist_path, "w") as f:
-                pd.DataFrame(history).to_csv(f, index=False)
-            with atomic_write(steps_path, "w") as f:
-                pd.DataFrame(step_rows).to_csv(f, index=False, float_format="%.10g")
-            _save_state(state_path, model, opt, sched, epoch if not stop else t.epochs - 1, best, aug, gen, ema)
-        _barrier(world)
-        if stop:
-            break
-    judged.load_state_dict(load_weights(best_path))
-    val_logits = _predict(judged, x, val_idx, rank, world, **dict(pred_kw, batch_size=64))
-    threshold = float(choose_threshold(y[val_idx], _sigmoid(val_logits)))
-    test_logits = _predict(judged, x, test_idx, rank, world, **dict(pred_kw, batch_size=64))
-    hist = pd.DataFrame(history)
-    best_epoch = int(best["epoch"]) if t.select != "last" else int(hist["epoch"].iloc[-1])
-    return FoldResult(test_logits=test_logits, threshold=threshold, best_epoch=best_epoch, history=hist)
+    from ..fit import fit_fold
+    return fit_fold(cfg, x, y, train_idx, val_idx, test_idx, out, seed=seed, model_factory=model_factory,
+                    sync_batchnorm=sync_batchnorm, desc=desc or "epochs (ddp)")
 
 
 def _fold_task(run, repeat: int, fold: int):
@@ -318,7 +95,7 @@ def train_run_fold(run_dir: str | Path, repeat: int, fold: int, *, backend: str 
     from ..train import write_fold_result
     if "WORLD_SIZE" in os.environ:
         init_from_env(backend)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     run = read_run(run_dir, finished=False)
     if run.config.train.threads:
         torch.set_num_threads(run.config.train.threads)
@@ -331,7 +108,7 @@ def train_run_fold(run_dir: str | Path, repeat: int, fold: int, *, backend: str 
                        sync_batchnorm=sync_batchnorm, desc=f"repeat {repeat} fold {fold} (ddp x{world})")
     if rank == 0:
         write_fold_result(task, res, run.manifest["roi_id"].to_numpy())
-    _barrier(world)
+    barrier(world)
 
 
 def free_port() -> int:
