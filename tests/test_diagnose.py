@@ -244,3 +244,22 @@ def test_checks_write_exactly_what_they_declare_and_rules_read_it(seed_run, tmp_
                 missing = set(r.reads.get(f["id"], ())) - set(f["values"])
                 assert not missing, (r.name, f["id"], missing)
     assert seen >= {fid for r in rules() for fid in r.reads}
+
+
+def test_probe_capacity_is_the_regression_on_pretrained_features(tmp_path):
+    """The probe recipe trains a logistic regression on frozen pretrained features:
+    its parameters are features + 1, and it is not 'trained from scratch'."""
+    import yaml
+    from mammodecomp.config import dump_config, resolve_config
+    from mammodecomp.diagnose import capacity as cap
+    make_run(tmp_path / "run", recipe="small", seed=9)
+    run = load_run_files(tmp_path / "run")
+    run.config = yaml.safe_load(dump_config(resolve_config(recipe="probe", overrides=["train.probe_stages=null"])))
+    assert run.recipe == "probe"
+    f = cap.capacity(run)
+    v = f.values
+    # tf_efficientnet_lite0's pooled features: 1280 per channel, three channels
+    assert v[cap.PROBE_FEATURES] == 3 * 1280 and v[cap.PARAMS] == 3 * 1280 + 1
+    assert v[cap.PRETRAINED] is True and f.severity == "info"
+    assert v[cap.PARAMS_PER_TRAIN_ROI] == pytest.approx(v[cap.PARAMS] / v[cap.N_TRAIN])
+    assert "trained from scratch" not in f.measured
