@@ -246,7 +246,7 @@ def null_findings(run, feats: FeatureCache, head: dict, n_permutations: int, see
     above = state == "above"
     out.append(Finding(
         CHANCE, "null", "Is the recipe better than chance?", "ok" if above else "high",
-        f"pooled OOF AUC {fmt(head['auc'])} (95% patient-bootstrap CI {fmt(lo)} to {fmt(hi)}); "
+        f"pooled OOF AUC {fmt(head[AUC])} (95% patient-bootstrap CI {fmt(lo)} to {fmt(hi)}); "
         + {"above": "the CI lower bound is above 0.5",
            "below": "the whole CI is below 0.5: the predictions are systematically inverted",
            "includes": "the CI includes 0.5"}[state],
