@@ -10,13 +10,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mammodecomp.diagnose import DIAGNOSIS_FILE, diagnose, load_run_files
+from mammodecomp.diagnose import DIAGNOSIS_FILE, diagnose
+from mammodecomp.rundir import read_run as load_run_files
 from mammodecomp.diagnose import split as sp
 from mammodecomp.diagnose.attribution import attribution
 from mammodecomp.diagnose.curves import fold_curve_stats
 from mammodecomp.diagnose.metric import batch_vs_whole
 from mammodecomp.diagnose.verdict import rank_causes
-from test_diagnose_support import make_manifest, make_run, make_study
+from diagnose_support import make_manifest, make_run, make_study
 
 pytestmark = pytest.mark.xdist_group("diagnose")
 
@@ -73,19 +74,19 @@ def test_diagnosis_json_matches_return_and_is_strict_json(seed_run):
     assert on_disk == json.loads(json.dumps(d))
     for f in on_disk["findings"]:
         assert {"id", "family", "title", "severity", "measured", "values", "figure", "meaning", "fix"} <= set(f)
-        assert f["severity"] in ("high", "medium", "low", "info", "ok")
-        assert f["severity"] in ("ok", "info") or f["fix"], f["id"]
+        assert f["severity"] in ("high", "medium", "low", "info", "na", "ok")
+        assert f["severity"] in ("ok", "info", "na") or f["fix"], f["id"]
 
 
 def test_fabricated_shared_patient_and_duplicate_are_listed_exactly(tmp_path):
     info = make_run(tmp_path / "run", recipe="small", share_patient=True, duplicate=True, seed=5)
     run = load_run_files(tmp_path / "run")
     shared = sp.shared_patients(run)
-    assert shared["severity"] == "high"
-    assert [p["patient_id"] for p in shared["values"]["patients"]] == [info["shared_patient"]]
+    assert shared.severity == "high"
+    assert [p["patient_id"] for p in shared.values[sp.PATIENTS]] == [info["shared_patient"]]
     dup = sp.near_duplicates(run)
-    assert dup["severity"] != "ok"
-    assert [{p["roi_a"], p["roi_b"]} for p in dup["values"]["pairs"]] == [info["duplicate_pair"]]
+    assert dup.severity != "ok"
+    assert [{p["roi_a"], p["roi_b"]} for p in dup.values[sp.PAIRS]] == [info["duplicate_pair"]]
     causes = rank_causes([shared, dup])
     assert causes[0]["id"] == "leakage" and causes[0]["severity"] == "high"
 
@@ -93,10 +94,10 @@ def test_fabricated_shared_patient_and_duplicate_are_listed_exactly(tmp_path):
 def test_clean_grouped_run_has_no_leakage(tmp_path):
     make_run(tmp_path / "run", recipe="small", seed=6)
     run = load_run_files(tmp_path / "run")
-    checks = {f["id"]: f for f in sp.run_split_checks(run)}
-    assert checks["split.shared_patients"]["values"]["n_shared"] == 0
-    assert checks["split.near_duplicates"]["values"]["n_pairs"] == 0
-    assert checks["split.manifest_order"]["severity"] == "ok"
+    checks = {f.id: f for f in sp.run_split_checks(run)}
+    assert checks[sp.SHARED_PATIENTS].values[sp.N_SHARED] == 0
+    assert checks[sp.NEAR_DUPLICATES].values[sp.N_PAIRS] == 0
+    assert checks[sp.MANIFEST_ORDER].severity == "ok"
     assert not {c["id"] for c in rank_causes(list(checks.values()))} & {"leakage", "contiguous_folds"}
 
 
@@ -132,10 +133,21 @@ def test_batch_averaged_f1_differs_on_ordered_folds(tmp_path):
     # first batch of 32 has no positive and scores f1_m = 0
     make_run(tmp_path / "run", recipe="small", n_patients=120, label_ordered=True, signal=3.0, seed=7)
     f = batch_vs_whole(load_run_files(tmp_path / "run"))
-    v = f["values"]
-    assert v["batch_size"] == 32 and len(v["folds"]) == 3
-    assert v["max_gap_f1"] > 0.1 and f["severity"] == "medium"
+    v = f.values
+    assert v["batch_size"] == 32 and len(v["folds"]) == 3 and v["n_applicable"] == 3
+    assert v["max_gap_f1"] > 0.1 and f.severity == "medium"
     assert all(x["f1_whole"] > 0.7 for x in v["folds"])
+
+
+def test_batch_f1_on_single_class_or_one_batch_folds_is_not_applicable(seed_run):
+    # contiguous folds of a label-sorted manifest: folds 0 and 2 hold one class, fold 1 fits in one batch
+    _, d = seed_run
+    f = _f(d, "metric.batchwise")
+    assert f["severity"] == "na" and f["measured"].startswith("not applicable: ")
+    assert [x["reason"] for x in f["values"]["folds"]] == ["one class only", "20 ROIs fit in one batch",
+                                                           "one class only"]
+    assert f["values"]["n_applicable"] == 0 and f["values"]["max_gap_f1"] is None
+    assert "metrics" not in {c["id"] for c in d["verdict"]}
 
 
 class _OnlyChannel0(nn.Module):
@@ -154,8 +166,9 @@ class _OnlyChannel0(nn.Module):
 def test_occlusion_finds_the_only_used_channel(tmp_path):
     make_run(tmp_path / "run", recipe="small", seed=8)
     run = load_run_files(tmp_path / "run")
-    findings, cams = attribution(run, load_model=lambda *a: _OnlyChannel0().eval(), max_rois=40)
-    occ = findings[0]["values"]
+    findings = attribution(run, load_model=lambda *a: _OnlyChannel0().eval(), max_rois=40)
+    assert [f.id for f in findings] == ["attribution.occlusion", "attribution.gradcam"]
+    occ, cams = findings[0].values, findings[1].arrays
     assert occ["n"] == 40
     assert set(occ["drops"]) == {"c0", "c1", "c2"}
     assert occ["drops"]["c1"] == 0.0 and occ["drops"]["c2"] == 0.0
@@ -210,3 +223,45 @@ def test_real_seed_pipeline_run_is_diagnosed(tmp_path):
     assert _f(d, "null.chance")["values"]["vs_chance"] in ("below", "includes")
     occ = _f(d, "attribution.occlusion")["values"]
     assert set(occ["drops"]) == set(d["headline"]["channels"]) and occ["n"] == 20
+
+
+def test_checks_write_exactly_what_they_declare_and_rules_read_it(seed_run, tmp_path):
+    """Every value in a finding is one its check declares; every value a rule reads is there."""
+    from mammodecomp.diagnose.checks import written
+    from mammodecomp.diagnose.verdict import rules
+    study = make_study(tmp_path / "study")
+    outs = [seed_run[1], diagnose(study, n_permutations=0, max_model_rois=10)]
+    decl = written()
+    seen = set()
+    for d in outs:
+        assert d["errors"] == []
+        for f in d["findings"]:
+            assert f["id"] in decl, f["id"]
+            assert set(f["values"]) <= decl[f["id"]], (f["id"], set(f["values"]) - decl[f["id"]])
+            seen.add(f["id"])
+            if f["values"].get("skipped"):
+                continue
+            for r in rules():
+                missing = set(r.reads.get(f["id"], ())) - set(f["values"])
+                assert not missing, (r.name, f["id"], missing)
+    assert seen >= {fid for r in rules() for fid in r.reads}
+
+
+def test_probe_capacity_is_the_regression_on_pretrained_features(tmp_path):
+    """The probe recipe trains a logistic regression on frozen pretrained features:
+    its parameters are features + 1, and it is not 'trained from scratch'."""
+    import yaml
+    from mammodecomp.config import dump_config, resolve_config
+    from mammodecomp.diagnose import capacity as cap
+    make_run(tmp_path / "run", recipe="small", seed=9)
+    import dataclasses
+    run = dataclasses.replace(load_run_files(tmp_path / "run"),
+                              config=resolve_config(recipe="probe", overrides=["train.probe_stages=null"]))
+    assert run.recipe == "probe"
+    f = cap.capacity(run)
+    v = f.values
+    # tf_efficientnet_lite0's pooled features: 1280 per channel, three channels
+    assert v[cap.PROBE_FEATURES] == 3 * 1280 and v[cap.PARAMS] == 3 * 1280 + 1
+    assert v[cap.PRETRAINED] is True and f.severity == "info"
+    assert v[cap.PARAMS_PER_TRAIN_ROI] == pytest.approx(v[cap.PARAMS] / v[cap.N_TRAIN])
+    assert "trained from scratch" not in f.measured

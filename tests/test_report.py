@@ -10,7 +10,7 @@ import pytest
 from mammodecomp.cli import main
 from mammodecomp.diagnose import DIAGNOSIS_FILE, diagnose
 from mammodecomp.report import REPORT_FILE, write_report
-from test_diagnose_support import make_run
+from diagnose_support import make_run
 
 pytestmark = pytest.mark.xdist_group("report")
 

@@ -181,11 +181,8 @@ def test_single_process_ddp_path_is_the_fit_fold_recipe(tmp_path, extra):
     assert a.best_epoch == b.best_epoch
 
 
-def test_torchrun_fold_runner_fills_the_run_directory(tmp_path):
-    cfg = resolve_config(recipe="small", overrides=[
-        "data.synth.n_patients=16", "data.synth.size=64", "data.roi_size=32", "train.epochs=2",
-        "train.batch_size=8", "cv.n_folds=2", "cv.n_boot=20", "train.threads=1", "train.augment=false",
-        f"decomposition.store={tmp_path}/store"])   # no augmentation: each rank reads its share only
+def test_torchrun_fold_runner_fills_the_run_directory(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.augment=false")   # no augmentation: each rank reads its share only
     run = cross_validate(cfg, tmp_path / "run", progress_bars=False,
                          fold_runner=TorchrunFoldRunner(nproc_per_node=2, backend="gloo"))
     r = load_run(run)

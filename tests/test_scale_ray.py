@@ -26,11 +26,10 @@ def local_ray():
     ray.shutdown()
 
 
-def tiny_cfg(tmp_path, *extra):
-    return resolve_config(recipe="small", overrides=[
-        "data.synth.n_patients=16", "data.synth.size=64", "data.roi_size=32", "train.epochs=2",
-        "train.batch_size=8", "cv.n_folds=2", "cv.n_repeats=2", "cv.n_boot=20", "train.threads=1",
-        f"decomposition.store={tmp_path}/store", *extra])
+@pytest.fixture(scope="session")
+def tiny_cfg(tiny_cfg):
+    """conftest's tiny config, repeated twice (the Ray runner gets four folds)."""
+    return lambda tmp_path, *extra: tiny_cfg(tmp_path, "cv.n_repeats=2", *extra)
 
 
 @pytest.mark.parametrize("engine", ["data", "tasks"])
@@ -56,7 +55,7 @@ def test_ray_decompose_writes_the_single_process_entry(tmp_path, engine):
     assert store.last_computed is False and np.array_equal(np.asarray(again), np.asarray(ref))
 
 
-def test_ray_prepare_store_fills_what_cross_validation_reads(tmp_path):
+def test_ray_prepare_store_fills_what_cross_validation_reads(tiny_cfg, tmp_path):
     cfg = tiny_cfg(tmp_path)
     path = ray_prepare_store(cfg, tmp_path / "run", chunk_rows=5, progress=False)
     inp = prepare_inputs(cfg, tmp_path / "run", progress=False)
@@ -70,7 +69,7 @@ def test_ray_prepare_store_fills_what_cross_validation_reads(tmp_path):
     np.testing.assert_array_equal(np.load(path), np.asarray(fresh))
 
 
-def test_folds_as_ray_tasks_equal_the_serial_run(tmp_path):
+def test_folds_as_ray_tasks_equal_the_serial_run(tiny_cfg, tmp_path):
     serial = cross_validate(tiny_cfg(tmp_path), tmp_path / "serial", progress_bars=False)
     via_ray = cross_validate(tiny_cfg(tmp_path), tmp_path / "ray", progress_bars=False,
                              fold_runner=RayFoldRunner(num_cpus_per_fold=1))

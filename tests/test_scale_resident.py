@@ -14,13 +14,6 @@ from mammodecomp.train import cross_validate
 pytestmark = pytest.mark.xdist_group("train")
 
 
-def tiny_cfg(tmp_path, *extra):
-    return resolve_config(recipe="small", overrides=[
-        "data.synth.n_patients=16", "data.synth.size=64", "data.roi_size=32", "train.epochs=2",
-        "train.batch_size=8", "cv.n_folds=2", "cv.n_boot=20", "train.threads=1",
-        f"decomposition.store={tmp_path}/store", *extra])
-
-
 def test_make_resident_is_float16_copy_in_chunks():
     x = np.random.default_rng(0).random((5, 2, 4, 4)).astype(np.float32)
     r = make_resident(x, "cpu", chunk_rows=2)
@@ -33,7 +26,7 @@ def test_make_resident_is_float16_copy_in_chunks():
     assert fits_on_device(10**15, "cpu")
 
 
-def test_device_resident_run_equals_host_run(tmp_path):
+def test_device_resident_run_equals_host_run(tiny_cfg, tmp_path):
     host = cross_validate(tiny_cfg(tmp_path), tmp_path / "host", progress_bars=False)
     dev = cross_validate(tiny_cfg(tmp_path, "train.device_resident=true"), tmp_path / "dev", progress_bars=False)
     a, b = pd.read_csv(host / "oof.csv"), pd.read_csv(dev / "oof.csv")
@@ -55,7 +48,7 @@ class _CountingArray(np.ndarray):
         return np.asarray(super().__getitem__(item))
 
 
-def _fold(tmp_path, name, *extra, resident=False):
+def _fold(tiny_cfg, tmp_path, name, *extra, resident=False):
     cfg = tiny_cfg(tmp_path, "train.epochs=1", *extra)
     rng = np.random.default_rng(1)
     x = rng.random((24, 3, 16, 16)).astype(np.float16).astype(np.float32).view(_CountingArray)
@@ -66,9 +59,9 @@ def _fold(tmp_path, name, *extra, resident=False):
     return res, _CountingArray.calls
 
 
-def test_resident_fold_reads_no_host_rows_inside_the_epoch(tmp_path):
-    res_h, calls_h = _fold(tmp_path, "h")
-    res_d, calls_d = _fold(tmp_path, "d", resident=True)
+def test_resident_fold_reads_no_host_rows_inside_the_epoch(tiny_cfg, tmp_path):
+    res_h, calls_h = _fold(tiny_cfg, tmp_path, "h")
+    res_d, calls_d = _fold(tiny_cfg, tmp_path, "d", resident=True)
     # host path: one look-up per batch and per evaluation batch; resident: only the normalisation fit
     assert calls_d == 1 and calls_h > 3
     np.testing.assert_allclose(res_h.test_logits, res_d.test_logits, rtol=0, atol=1e-5)

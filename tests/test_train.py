@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import torch
 
-from mammodecomp.config import resolve_config
 from mammodecomp.errors import InputError
 from mammodecomp.rundir import read_run as load_run
 from mammodecomp.train import cross_validate
@@ -13,15 +12,15 @@ from mammodecomp.train import cross_validate
 pytestmark = pytest.mark.xdist_group("train")
 
 
-def tiny_cfg(tmp_path, *extra, recipe="small"):
-    return resolve_config(recipe=recipe, overrides=[
-        "data.synth.n_patients=16", "data.synth.size=64", "data.roi_size=32", "train.epochs=3",
-        "train.batch_size=8", "cv.n_folds=2", "cv.n_boot=50", "train.threads=1",
-        f"decomposition.store={tmp_path}/store", *extra])
+@pytest.fixture(scope="session")
+def tiny_cfg(tiny_cfg):
+    """conftest's tiny config, with this file's 3 epochs and 50 bootstrap draws."""
+    return lambda tmp_path, *extra, recipe="small": tiny_cfg(tmp_path, "train.epochs=3", "cv.n_boot=50", *extra,
+                                                              recipe=recipe)
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tiny_cfg, tmp_path_factory):
     d = tmp_path_factory.mktemp("cv")
     return cross_validate(tiny_cfg(d), d / "run", progress_bars=False), d
 
@@ -42,7 +41,7 @@ def test_run_directory_is_complete_and_leak_free(tiny_run):
     assert 0 <= s["auc"] <= 1 and s["auc_ci"][0] <= s["auc"] <= s["auc_ci"][1]
 
 
-def test_same_config_same_predictions(tiny_run, tmp_path):
+def test_same_config_same_predictions(tiny_cfg, tiny_run, tmp_path):
     run_dir, d = tiny_run
     again = cross_validate(tiny_cfg(d), tmp_path / "again", progress_bars=False)
     a = pd.read_csv(run_dir / "oof.csv")
@@ -70,7 +69,7 @@ def crash_then_resume(cfg, out, monkeypatch):
     return cross_validate(cfg, out, progress_bars=False)
 
 
-def test_resume_after_crash_gives_identical_results(tiny_run, tmp_path, monkeypatch):
+def test_resume_after_crash_gives_identical_results(tiny_cfg, tiny_run, tmp_path, monkeypatch):
     run_dir, d = tiny_run
     crash_then_resume(tiny_cfg(d), tmp_path / "crash", monkeypatch)
     a = pd.read_csv(run_dir / "oof.csv")
@@ -78,7 +77,7 @@ def test_resume_after_crash_gives_identical_results(tiny_run, tmp_path, monkeypa
     np.testing.assert_array_equal(a["logit"].to_numpy(), b["logit"].to_numpy())
 
 
-def test_resume_refuses_a_different_config(tiny_run):
+def test_resume_refuses_a_different_config(tiny_cfg, tiny_run):
     run_dir, d = tiny_run
     with pytest.raises(InputError, match="different config"):
         cross_validate(tiny_cfg(d, "train.lr=0.5"), run_dir, progress_bars=False)
@@ -106,14 +105,14 @@ def test_onnx_export_matches_torch(tiny_run, tmp_path):
     assert "Research only" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()
 
 
-def test_seed_recipe_uses_contiguous_folds_validated_on_test(tmp_path):
+def test_seed_recipe_uses_contiguous_folds_validated_on_test(tiny_cfg, tmp_path):
     cfg = tiny_cfg(tmp_path, "model.kwargs={width: 0.0625}", "train.epochs=2", recipe="seed")
     run = load_run(cross_validate(cfg, tmp_path / "seed", progress_bars=False))
     assert run.summary["validated_on_test"] is True
     assert run.summary["cv_scheme"] == "contiguous"
 
 
-def test_permuted_labels_keep_patients_and_counts(tmp_path):
+def test_permuted_labels_keep_patients_and_counts(tiny_cfg, tmp_path):
     from mammodecomp.data import build_manifest_for
     cfg = tiny_cfg(tmp_path, "data.permute_labels=true", "data.permute_seed=3")
     plain = build_manifest_for(tiny_cfg(tmp_path), tmp_path / "data")
@@ -124,7 +123,7 @@ def test_permuted_labels_keep_patients_and_counts(tmp_path):
     assert (perm.groupby("patient_id")["label"].nunique() == 1).all()
 
 
-def test_finetune_and_probe_recipes_run_offline(tmp_path):
+def test_finetune_and_probe_recipes_run_offline(tiny_cfg, tmp_path):
     """The pretrained recipes on EfficientNet-Lite0's offline weights, tiny."""
     ft = tiny_cfg(tmp_path, "train.epochs=1", "data.roi_size=32", recipe="finetune")
     run = load_run(cross_validate(ft, tmp_path / "ft", progress_bars=False))
@@ -146,7 +145,7 @@ def test_finetune_and_probe_recipes_run_offline(tmp_path):
         T.probe_features = real
 
 
-def test_second_process_on_the_same_run_is_refused(tiny_run):
+def test_second_process_on_the_same_run_is_refused(tiny_cfg, tiny_run):
     from filelock import FileLock
     run_dir, d = tiny_run
     with FileLock(str(run_dir / ".lock")):
@@ -154,7 +153,7 @@ def test_second_process_on_the_same_run_is_refused(tiny_run):
             cross_validate(tiny_cfg(d), run_dir, progress_bars=False)
 
 
-def test_stale_temp_files_of_a_killed_run_are_cleared(tiny_run):
+def test_stale_temp_files_of_a_killed_run_are_cleared(tiny_cfg, tiny_run):
     run_dir, d = tiny_run
     stale = run_dir / "folds" / "r0f0" / ".state.pt.abc123.tmp"
     stale.write_bytes(b"half")
@@ -163,7 +162,7 @@ def test_stale_temp_files_of_a_killed_run_are_cleared(tiny_run):
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint"])
-def test_a_bad_weights_file_fails_before_any_work(tmp_path, content):
+def test_a_bad_weights_file_fails_before_any_work(tiny_cfg, tmp_path, content):
     """model.weights is read first: the one-line error comes before ROIs are cut or decomposed."""
     w = tmp_path / "lite0.pth"
     if content is not None:
@@ -174,7 +173,7 @@ def test_a_bad_weights_file_fails_before_any_work(tmp_path, content):
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
 
 
-def test_weight_average_is_what_is_judged_and_it_resumes(tiny_run, tmp_path, monkeypatch):
+def test_weight_average_is_what_is_judged_and_it_resumes(tiny_cfg, tiny_run, tmp_path, monkeypatch):
     """train.ema: the averaged weights are evaluated, checkpointed and resumed; an average that
     forgets at once (decay ~ 0) is the plain model."""
     from mammodecomp.fit import load_weights
@@ -197,7 +196,7 @@ def test_weight_average_is_what_is_judged_and_it_resumes(tiny_run, tmp_path, mon
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "crash" / "oof.csv")["logit"].to_numpy(), got)
 
 
-def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
+def test_resume_refuses_a_run_trained_on_other_data(tiny_cfg, tmp_path):
     """Same config, changed data: finished folds were trained on the old rows or pixels."""
     from PIL import Image
     cfg = tiny_cfg(tmp_path, "train.epochs=1")

@@ -1,8 +1,9 @@
 """Why does a recipe over-fit? Evidence, findings and a ranked verdict.
 
 :func:`diagnose` reads a finished run directory (or a study directory of
-sibling runs, see :mod:`mammodecomp.study`), gathers evidence in families,
-one module each:
+sibling runs, see :mod:`mammodecomp.study`) and runs the registered checks
+(:mod:`.checks`), each a function of one :class:`~.context.Context`
+returning :class:`~._common.Finding` objects, one module per family:
 
 ========================  ==================================================
 ``split``                 class balance, shared patients, near duplicates,
@@ -25,43 +26,35 @@ Invariants
   Grad-CAM use each fold's model on that fold's test ROIs.
 * Baselines, shortcuts, the null and the ablation use the run's own folds.
 * One failing evidence step becomes a finding saying so; the rest still runs.
+* The verdict reads findings' values only by the names the checks export.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..io import atomic_write, write_json
 from ..rundir import INPUT_KEYS
-from ._common import SEVERITIES, finding, jsonable
-from ._run import RunFiles, Study, load_run_files, load_study
+from ._common import SEVERITIES, Finding, jsonable, safe_auc
+from ..rundir import Run, Study, load_study, read_run
 from .attribution import MAX_ATTR_ROIS
+from .checks import families, load_checks, run_checks
+from .context import Context
 from .verdict import rank_causes
 
-__all__ = ["diagnose", "load_study", "load_run_files", "RunFiles", "Study", "SEVERITIES",
-           "DIAGNOSIS_FILE", "CAMS_FILE"]
+__all__ = ["diagnose", "load_study", "read_run", "Run", "Study", "SEVERITIES", "Finding", "Context",
+           "families", "DIAGNOSIS_FILE", "CAMS_FILE"]
 
 DIAGNOSIS_FILE = "diagnosis.json"
 CAMS_FILE = "diagnosis_cams.npz"
 FORMAT = 1
 
-
-def _step(name: str, fn, timings: dict, errors: list, family: str):
-    t0 = time.perf_counter()
-    try:
-        out = fn()
-    except Exception as e:  # noqa: BLE001 - one step failing must not hide the others
-        errors.append({"step": name, "error": f"{type(e).__name__}: {e}"})
-        out = [finding(f"{family}.error", family, f"{name}: not measured", "info",
-                       f"this step failed: {type(e).__name__}: {e}", values={"skipped": True})]
-    timings[name] = round(time.perf_counter() - t0, 3)
-    return out
+load_checks()
 
 
-def _headline(run: RunFiles, head: dict) -> dict:
+def _headline(run: Run, head: dict) -> dict:
     m = run.manifest
     return jsonable({
         **head, "recipe": run.recipe, "model": run.cfg("model.name"),
@@ -75,6 +68,15 @@ def _headline(run: RunFiles, head: dict) -> dict:
         "n_manifest": int(len(m)), "n_patients_manifest": int(m["patient_id"].nunique()),
         "class_counts": {str(k): int(v) for k, v in m["label"].value_counts().sort_index().items()},
     })
+
+
+def _attempt(name: str, fn, fallback, errors: list):
+    """``fn()``, or *fallback* with the error recorded under step *name*."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - a failed input step is said, the checks still run
+        errors.append({"step": name, "error": f"{type(e).__name__}: {e}"})
+        return fallback
 
 
 def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int = 0, *,
@@ -109,12 +111,7 @@ def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int 
     :mod:`mammodecomp.diagnose.verdict`.
     """
     from . import ablation as ab
-    from . import attribution as at
-    from . import capacity as cap
-    from . import curves as cu
     from . import features as fe
-    from . import metric as me
-    from . import split as sp
 
     path = Path(run_or_study_dir)
     study = load_study(path, store=store)
@@ -122,52 +119,23 @@ def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int 
     for r in (run, *study.siblings.values()):   # a missing input is one line now, not "not measured" later
         for key in INPUT_KEYS:
             r.input_path(key)
-    timings: dict = {}
     errors: list = []
-    findings: list[dict] = []
-    findings += _step("split", lambda: sp.run_split_checks(run), timings, errors, "split")
-    findings += _step("metric", lambda: [me.batch_vs_whole(run)], timings, errors, "metric")
-    findings += _step("curves", lambda: cu.learning_curves(run), timings, errors, "training")
-    findings += _step("capacity", lambda: [cap.capacity(run, load_model)], timings, errors, "capacity")
-
-    from ._common import safe_auc
-    head = {"auc": safe_auc(run.pooled["label"], run.pooled["prob"]), "ci_low": None, "ci_high": None}
-    try:
-        head = fe.headline(run)
-    except Exception as e:  # noqa: BLE001
-        errors.append({"step": "headline", "error": f"{type(e).__name__}: {e}"})
-    feats = fe.FeatureCache(run)
-    findings += _step("shortcuts", lambda: [fe.shortcuts(run, head["auc"])], timings, errors, "shortcut")
-    findings += _step("null", lambda: fe.null_findings(run, feats, head, n_permutations, seed),
-                      timings, errors, "null")
-    probs_box: dict = {}
-
-    def _baseline():
-        f, probs = fe.baseline_comparison(run, feats)
-        probs_box.update(probs)
-        return [f]
-    findings += _step("baseline", _baseline, timings, errors, "baseline")
-    findings += _step("ablation", lambda: [ab.ablation(study, probs_box, feats)], timings, errors, "ablation")
-    comparisons: list = []
-    try:
-        comparisons = ab.recipe_comparisons(study)
-    except Exception as e:  # noqa: BLE001
-        errors.append({"step": "recipe_comparisons", "error": f"{type(e).__name__}: {e}"})
-    cams: dict = {}
-
-    def _attr():
-        fs, c = at.attribution(run, max_rois=max_model_rois, seed=seed, load_model=load_model)
-        cams.update(c)
-        return fs
-    findings += _step("attribution", _attr, timings, errors, "attribution")
-
+    head = _attempt("headline", lambda: fe.headline(run),
+                    {fe.AUC: safe_auc(run.pooled["label"], run.pooled["prob"]), fe.CI_LOW: None, fe.CI_HIGH: None},
+                    errors)
+    comparisons = _attempt("recipe_comparisons", lambda: ab.recipe_comparisons(study), [], errors)
+    ctx = Context(study=study, head=head, n_permutations=n_permutations, seed=seed,
+                  max_model_rois=max_model_rois, load_model=load_model)
+    findings, step_errors, timings = run_checks(ctx)
+    errors += step_errors
     causes = rank_causes(findings, comparisons)
+    cams = {k: v for f in findings for k, v in f.arrays.items()}
     out = jsonable({
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "path": str(path.resolve()), "primary": run.name, "primary_path": str(run.path.resolve()),
         "is_study": study.is_study, "siblings": sorted(study.siblings),
-        "headline": _headline(run, head), "verdict": causes, "findings": findings,
+        "headline": _headline(run, head), "verdict": causes, "findings": [f.to_dict() for f in findings],
         "comparisons": comparisons, "errors": errors, "timings": timings,
         "settings": {"n_permutations": n_permutations, "seed": seed, "max_model_rois": max_model_rois},
     })

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import finding, fmt, safe_auc
+from ._common import SKIPPED, Finding, fmt, safe_auc
+from .checks import register_check
 
 #: DeLong p-value below which a paired AUC difference counts
 ALPHA = 0.05
 #: pairs compared in the ablation: (arm A, arm B) reported as A - B
 ABLATION_PAIRS = [("components", "raw"), ("components+raw", "raw"), ("components+raw", "components")]
+
+# finding id and the names of the values it writes
+CHANNELS = "ablation.channels"
+SOURCE, COMPARISONS = "source", "comparisons"
+WRITES = {CHANNELS: (SOURCE, COMPARISONS)}
 
 
 def _same_folds(a, b) -> bool:
@@ -66,14 +72,15 @@ def ablation_arms(study) -> dict:
     return best if len(best) >= 2 else {}
 
 
-def ablation(study, baseline_probs: dict | None = None, feats=None) -> dict:
+def ablation(study, baseline_probs=None, feats=None) -> Finding:
     """The input ablation finding.
 
     Parameters
     ----------
-    study : :class:`~._run.Study`.
-    baseline_probs : feature-baseline OOF probabilities per input kind, if
-        already computed (``{"raw": p, "components": p}`` per manifest row).
+    study : :class:`mammodecomp.rundir.Study`.
+    baseline_probs : feature-baseline OOF probabilities per input kind
+        (``{"raw": p, "components": p}`` per manifest row), or a zero-argument
+        callable giving them, called only when the study has no ablation arms.
     feats : :class:`~.features.FeatureCache` to compute the "both" arm.
     """
     run = study.primary
@@ -91,7 +98,7 @@ def ablation(study, baseline_probs: dict | None = None, feats=None) -> dict:
     if not comps and feats is not None:
         source = "feature baseline"
         from . import _baseline_api as api
-        probs = dict(baseline_probs or {})
+        probs = dict((baseline_probs() if callable(baseline_probs) else baseline_probs) or {})
         for kind in ("raw", "components", "both"):
             if kind not in probs:
                 X = feats.get(kind)
@@ -108,9 +115,9 @@ def ablation(study, baseline_probs: dict | None = None, feats=None) -> dict:
                     c.update({"a": a, "b": b, "n": int(sel.sum()), "same_folds": True})
                     comps.append(c)
     if not comps:
-        return finding("ablation.channels", "ablation", "Ablation: raw ROI vs components", "info",
+        return Finding(CHANNELS, "ablation", "Ablation: raw ROI vs components", "info",
                        "not measured: no sibling runs and no inputs for the feature ablation",
-                       values={"skipped": True, "comparisons": []})
+                       values={SKIPPED: True, COMPARISONS: []})
     gain = [c for c in comps if c["a"] != "components+raw" or c["b"] == "raw"]
     sig_pos = [c for c in gain if c["diff"] > 0 and c["p"] < ALPHA]
     sig_neg = [c for c in gain if c["diff"] < 0 and c["p"] < ALPHA]
@@ -119,9 +126,9 @@ def ablation(study, baseline_probs: dict | None = None, feats=None) -> dict:
     text = f"paired OOF AUC differences ({source}, DeLong): " + "; ".join(
         f"{c['a']} - {c['b']} = {fmt(c['diff'])} (95% CI {fmt(c['ci'][0])} to {fmt(c['ci'][1])}, "
         f"p = {fmt(c['p'], 3)}; AUC {fmt(c['auc_a'])} vs {fmt(c['auc_b'])})" for c in comps)
-    return finding(
-        "ablation.channels", "ablation", "Ablation: raw ROI vs components vs both", sev, text,
-        values={"source": source, "comparisons": comps},
+    return Finding(
+        CHANNELS, "ablation", "Ablation: raw ROI vs components vs both", sev, text,
+        values={SOURCE: source, COMPARISONS: comps},
         figure="ablation",
         meaning=("The decomposition does worse than the raw ROI: splitting the image into components "
                  "removes or scatters what the model needs." if sig_neg else
@@ -160,3 +167,9 @@ def recipe_comparisons(study) -> list[dict]:
         out.append(c)
     out.sort(key=lambda c: -c["diff"])
     return out
+
+
+@register_check("ablation", family="ablation", title="Ablation: raw vs components", order=80, writes=WRITES)
+def check(ctx) -> list[Finding]:
+    """The input ablation: sibling runs of the study, else the feature baseline."""
+    return [ablation(ctx.study, lambda: ctx.baseline_probs, ctx.feats)]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import finding, fmt, safe_auc
+from ._common import SKIPPED, Finding, fmt, safe_auc
+from .checks import register_check
 
 #: most OOF ROIs used for occlusion (stratified subsample)
 MAX_ATTR_ROIS = 200
@@ -27,6 +28,15 @@ CAM_PER_OUTCOME = 2
 UNUSED_DROP = 0.01
 #: inference batch
 BATCH = 64
+
+# finding ids and the names of the values they write
+OCCLUSION = "attribution.occlusion"
+AUC, DROPS, N, MOST_IMPORTANT, UNUSED, SUBSAMPLE = "auc", "drops", "n", "most_important", "unused", "subsample"
+GRADCAM = "attribution.gradcam"
+OUTCOMES, FEATURE_MAP, ROI_IDS = "outcomes", "feature_map", "roi_ids"
+WRITES = {OCCLUSION: (AUC, DROPS, N, MOST_IMPORTANT, UNUSED, SUBSAMPLE), GRADCAM: (N, OUTCOMES, FEATURE_MAP, ROI_IDS)}
+#: the arrays of the Grad-CAM finding (``Finding.arrays``, saved to diagnosis_cams.npz)
+CAM_ARRAYS = ("rows", "cams", "outcome", "prob")
 
 
 def _default_loader(run_dir, repeat, fold):
@@ -100,27 +110,27 @@ def grad_cam(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (cam / mx).detach().numpy().astype(np.float32), logits.detach().numpy().astype(np.float64)
 
 
-def attribution(run, *, max_rois: int = MAX_ATTR_ROIS, seed: int = 0, load_model=None) -> tuple[list, dict]:
-    """Occlusion finding, Grad-CAM finding, and the CAM arrays for the report.
+def attribution(run, *, max_rois: int = MAX_ATTR_ROIS, seed: int = 0, load_model=None) -> list[Finding]:
+    """Occlusion finding and Grad-CAM finding (with the CAM arrays for the report).
 
     Parameters
     ----------
-    run : :class:`~._run.RunFiles`.
+    run : :class:`mammodecomp.rundir.Run`.
     max_rois : subsample size for occlusion.
     load_model : ``(run_dir, repeat, fold) -> nn.Module`` taking raw
         components; ``train.load_fold_model`` by default.
 
     Returns
     -------
-    findings, cams where cams holds ``rows, cams, outcome, prob`` arrays
-    (empty dict when not computed).
+    The occlusion finding, then the Grad-CAM finding when maps were made; its
+    ``arrays`` hold :data:`CAM_ARRAYS` (rows, cams, outcome, prob).
     """
     load_model = load_model or _default_loader
     comps = run.components()
     if comps is None or run.recipe == "probe":
         why = "no components array" if comps is None else "probe recipe has no network"
-        return [finding("attribution.occlusion", "attribution", "Channel occlusion", "info",
-                        f"not measured: {why}", values={"skipped": True})], {}
+        return [Finding(OCCLUSION, "attribution", "Channel occlusion", "info",
+                        f"not measured: {why}", values={SKIPPED: True})]
     channels = list(run.info.get("channels") or [f"c{i}" for i in range(comps.shape[1])])
     oof = run.oof[run.oof["repeat"] == run.oof["repeat"].min()].copy()
     oof["row"] = oof["roi_id"].astype(str).map(run.row_of)
@@ -174,9 +184,9 @@ def attribution(run, *, max_rois: int = MAX_ATTR_ROIS, seed: int = 0, load_model
             cam_out += [name] * len(idx)
             cam_prob += prob[idx].tolist()
     if not base:
-        return [finding("attribution.occlusion", "attribution", "Channel occlusion", "info",
+        return [Finding(OCCLUSION, "attribution", "Channel occlusion", "info",
                         "not measured: no fold model could be loaded (" + "; ".join(errors[:2]) + ")",
-                        values={"skipped": True})], {}
+                        values={SKIPPED: True})]
     y = np.concatenate(ys)
     b = np.concatenate(base)
     auc0 = safe_auc(y, b)
@@ -184,20 +194,19 @@ def attribution(run, *, max_rois: int = MAX_ATTR_ROIS, seed: int = 0, load_model
     unused = [c for c, d in drops.items() if np.isfinite(d) and d < UNUSED_DROP]
     top = max(drops, key=lambda c: drops[c] if np.isfinite(drops[c]) else -1)
     sev = "low" if len(unused) >= max(1, k - 1) else "info"
-    occ = finding(
-        "attribution.occlusion", "attribution", "Channel occlusion (per-component importance)", sev,
+    occ = Finding(
+        OCCLUSION, "attribution", "Channel occlusion (per-component importance)", sev,
         f"AUC {fmt(auc0)} on {len(y)} OOF ROIs (subsample of at most {max_rois}, each with its fold's model); "
         "AUC drop when a channel is set to its training mean: "
         + ", ".join(f"{c} {fmt(d)}" for c, d in drops.items()),
-        values={"auc": auc0, "drops": drops, "n": int(len(y)), "most_important": top, "unused": unused,
-                "subsample": int(max_rois)},
+        values={AUC: auc0, DROPS: drops, N: int(len(y)), MOST_IMPORTANT: top, UNUSED: unused,
+                SUBSAMPLE: int(max_rois)},
         figure="occlusion",
         meaning=(f"The model leans on '{top}'; " + (f"{', '.join(unused)} barely matter."
                  if unused else "every component contributes.")),
         fix=("Drop or merge components that the model ignores; fewer channels means fewer parameters in "
              "the stem." if sev == "low" else ""),
         notes="; ".join(errors[:3]))
-    cams_out = {}
     findings = [occ]
     if cam_maps:
         order = np.argsort([("TP", "FP", "FN", "TN").index(o) for o in cam_out], kind="stable")
@@ -208,16 +217,23 @@ def attribution(run, *, max_rois: int = MAX_ATTR_ROIS, seed: int = 0, load_model
                     "cams": np.concatenate(cam_maps)[order].astype(np.float16),
                     "outcome": np.asarray(cam_out), "prob": np.asarray(cam_prob, dtype=np.float32)}
         coarse = fmap is not None and max(fmap) <= 2
-        findings.append(finding(
-            "attribution.gradcam", "attribution", "Grad-CAM on true/false positives and negatives", "info",
+        findings.append(Finding(
+            GRADCAM, "attribution", "Grad-CAM on true/false positives and negatives", "info",
             f"Grad-CAM of {len(cam_rows)} OOF ROIs ("
             + ", ".join(f"{o} {cam_out.count(o)}" for o in ("TP", "FP", "FN", "TN") if o in cam_out)
             + "), each with its fold's model",
-            values={"n": len(cam_rows), "outcomes": cam_out, "feature_map": fmap,
-                    "roi_ids": [str(run.manifest["roi_id"].iloc[i]) for i in cam_rows]},
+            values={N: len(cam_rows), OUTCOMES: cam_out, FEATURE_MAP: fmap,
+                    ROI_IDS: [str(run.manifest["roi_id"].iloc[i]) for i in cam_rows]},
+            arrays=cams_out,
             figure="cams",
             meaning="Heat on the lesion supports a real signal; heat on borders, corners or background "
                     "points to a shortcut.",
             notes=(f"the last feature maps are {fmap[0]}x{fmap[1]}: these CAMs carry almost no spatial "
                    "information at this input size" if coarse else "")))
-    return findings, cams_out
+    return findings
+
+
+@register_check("attribution", family="attribution", title="Channel attribution", order=90, writes=WRITES)
+def check(ctx) -> list[Finding]:
+    """Channel occlusion and Grad-CAM, each fold's model on its own test ROIs."""
+    return attribution(ctx.run, max_rois=ctx.max_model_rois, seed=ctx.seed, load_model=ctx.load_model)

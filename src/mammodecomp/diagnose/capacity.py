@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._common import finding
+from ._common import Finding
+from .checks import register_check
 
 #: parameters per training ROI above which a from-scratch model can memorise the data
 PARAMS_PER_ROI_HIGH = 1000.0
@@ -24,6 +25,18 @@ PARAMS_PER_ROI_HIGH = 1000.0
 PARAMS_PER_ROI_MEDIUM = 100.0
 #: the question's data: 1303 ROIs, 5 components, 320x320, 5 folds
 SEED_FULL = {"n_rois": 1303, "k": 5, "size": 320, "n_folds": 5}
+
+# finding id and the names of the values it writes
+PARAMETERS = "capacity.parameters"
+PARAMS, N_TRAIN, PARAMS_PER_TRAIN_ROI, FLOPS = "params", "n_train", "params_per_train_roi", "flops"
+INPUT_SHAPE, LARGEST_LAYER, LARGEST_TYPE = "input_shape", "largest_layer", "largest_type"
+LARGEST_PARAMS, LARGEST_SHARE, PRETRAINED = "largest_params", "largest_share", "pretrained"
+MODEL, MODEL_ORIGIN, FULL_SCALE = "model", "model_origin", "full_scale"
+#: the probe recipe's number of frozen features (the regression's inputs)
+PROBE_FEATURES = "probe_features"
+WRITES = {PARAMETERS: (PARAMS, N_TRAIN, PARAMS_PER_TRAIN_ROI, FLOPS, INPUT_SHAPE, LARGEST_LAYER, LARGEST_TYPE,
+                       LARGEST_PARAMS, LARGEST_SHARE, PRETRAINED, MODEL, MODEL_ORIGIN, FULL_SCALE,
+                       PROBE_FEATURES)}
 
 
 def count_params(model: nn.Module) -> int:
@@ -76,7 +89,7 @@ def _run_model(run, load_model=None):
     if k is None:
         comps = run.components()
         k = int(comps.shape[1]) if comps is not None else int(run.cfg("decomposition.k", 5))
-    m = run.config.get("model", {})
+    m = run.cfg("model", {})
     model = create_model(m.get("name", "small"), in_chans=k, pretrained=False,
                          stem_init=m.get("stem_init", "sum-preserving"),
                          input_size=int(run.cfg("data.roi_size", 64)), **dict(m.get("kwargs") or {}))
@@ -114,16 +127,72 @@ def _full_scale_cached(kw_items: tuple) -> dict | None:
         return None
 
 
-def capacity(run, load_model=None) -> dict:
+def _n_train(run) -> float:
+    """Mean number of training ROIs per fold."""
+    n_train = [int(d["n_train"]) for d in run.done.values() if d.get("n_train")]
+    if not n_train:
+        n_train = [len(run.train_rows(r, f)) for r, f in run.folds]
+    return float(np.mean(n_train)) if n_train else float(len(run.manifest))
+
+
+def probe_feature_count(run) -> int | None:
+    """Number of frozen features the probe's regression sees, from its backbone
+    built on the ``meta`` device (no weights, no compute); None when unknown.
+
+    One feature block per input channel (``train.probe_features``): the pooled
+    head features, or the mean and SD of each stage in ``train.probe_stages``.
+    """
+    from ..models import create_model
+    m = run.cfg("model", {})
+    stages = run.cfg("train.probe_stages")
+    k = len(run.info.get("channels") or []) or int(run.cfg("decomposition.k", 1) or 1)
+    size = int(run.cfg("data.roi_size", 64) or 64)
+    try:
+        with torch.device("meta"):
+            model = create_model(m.get("name", "small"), in_chans=1, pretrained=False,
+                                 stem_init="sum-preserving", input_size=size, **dict(m.get("kwargs") or {}))
+            x = torch.zeros((1, 1, size, size))
+            if stages is None:
+                per = model.forward_head(model.forward_features(x), pre_logits=True).shape[-1]
+            else:
+                hs = model.backbone.forward_intermediates(x, indices=[int(i) for i in stages], stop_early=True,
+                                                          intermediates_only=True)
+                per = 2 * sum(h.shape[1] for h in hs)
+    except Exception:  # noqa: BLE001 - the count is context; unknown is said in the finding
+        return None
+    return int(k * per)
+
+
+def _probe_capacity(run) -> Finding:
+    """The probe recipe: a logistic regression on frozen pretrained features.
+    Its trainable parameters are the regression's (one weight per feature + bias)."""
+    n_feat = probe_feature_count(run)
+    n_train = _n_train(run)
+    n = None if n_feat is None else n_feat + 1
+    ppr = None if n is None else n / max(n_train, 1.0)
+    text = ("probe recipe: a logistic regression on frozen pretrained features; "
+            + (f"{n:,} parameters ({n_feat:,} features + bias) for {n_train:.0f} training ROIs per fold = "
+               f"{ppr:,.1f} per ROI" if n is not None else "the number of features is unknown")
+            + "; the backbone is pretrained and not trained")
+    return Finding(
+        PARAMETERS, "capacity", "Capacity", "info", text,
+        values={PARAMS: n, N_TRAIN: n_train, PARAMS_PER_TRAIN_ROI: ppr, FLOPS: None, INPUT_SHAPE: None,
+                LARGEST_LAYER: "logistic regression", LARGEST_TYPE: "LogisticRegression", LARGEST_PARAMS: n,
+                LARGEST_SHARE: 1.0 if n else None, PRETRAINED: True, MODEL: run.cfg("model.name"),
+                MODEL_ORIGIN: "probe: frozen pretrained backbone + logistic regression", FULL_SCALE: None,
+                PROBE_FEATURES: n_feat},
+        meaning="Only the regression is fitted, with its L2 strength chosen inside each fold; the backbone's "
+                "pretrained weights are not trained, so they cannot memorise the training ROIs.")
+
+
+def capacity(run, load_model=None) -> Finding:
     """The capacity finding of one run (severity from params per ROI; the
     verdict combines it with the generalisation gap).
 
     ``load_model(run_dir, repeat, fold)`` loads a fold's model
     (``train.load_fold_model`` by default)."""
     if run.recipe == "probe":
-        return finding("capacity.parameters", "capacity", "Capacity", "info",
-                       "probe recipe: a logistic regression on frozen features; no network is trained",
-                       values={"params": None})
+        return _probe_capacity(run)
     model, k, origin = _run_model(run, load_model)
     size = int(run.cfg("data.roi_size", 0) or 0)
     comps = run.components()
@@ -134,10 +203,7 @@ def capacity(run, load_model=None) -> dict:
     n = count_params(model)
     name, typ, big = largest_layer(model)
     flops = count_flops(model, shape)
-    n_train = [int(d["n_train"]) for d in run.done.values() if d.get("n_train")]
-    if not n_train:
-        n_train = [len(run.train_rows(r, f)) for r, f in run.folds]
-    n_train_mean = float(np.mean(n_train)) if n_train else float(len(run.manifest))
+    n_train_mean = _n_train(run)
     ppr = n / max(n_train_mean, 1.0)
     pretrained = bool(run.cfg("model.pretrained", False))
     sev = "high" if ppr > PARAMS_PER_ROI_HIGH and not pretrained else \
@@ -152,12 +218,12 @@ def capacity(run, load_model=None) -> dict:
                  f"{full['n_train']} training ROIs): {full['params'] / 1e6:.1f}M parameters, "
                  f"{full['params_per_train_roi']:,.0f} per ROI, '{full['largest_layer']}' holds "
                  f"{full['largest_params'] / 1e6:.1f}M")
-    return finding(
-        "capacity.parameters", "capacity", "Capacity", sev, text,
-        values={"params": n, "n_train": n_train_mean, "params_per_train_roi": ppr, "flops": flops,
-                "input_shape": list(shape), "largest_layer": name, "largest_type": typ,
-                "largest_params": big, "largest_share": big / max(n, 1), "pretrained": pretrained,
-                "model": run.cfg("model.name"), "model_origin": origin, "full_scale": full},
+    return Finding(
+        PARAMETERS, "capacity", "Capacity", sev, text,
+        values={PARAMS: n, N_TRAIN: n_train_mean, PARAMS_PER_TRAIN_ROI: ppr, FLOPS: flops,
+                INPUT_SHAPE: list(shape), LARGEST_LAYER: name, LARGEST_TYPE: typ, LARGEST_PARAMS: big,
+                LARGEST_SHARE: big / max(n, 1), PRETRAINED: pretrained, MODEL: run.cfg("model.name"),
+                MODEL_ORIGIN: origin, FULL_SCALE: full, PROBE_FEATURES: None},
         figure=None,
         meaning=("With far more free parameters than training ROIs and no prior from pretraining, the "
                  "network can memorise every training ROI (train AUC near 1) without learning what "
@@ -168,3 +234,9 @@ def capacity(run, load_model=None) -> dict:
         fix=("Use a small network (recipe small) or a pretrained backbone fine-tuned with the "
              "sum-preserving stem (recipe finetune); replace Flatten+Dense(4096) by global average "
              "pooling; augment." if sev != "info" else ""))
+
+
+@register_check("capacity", family="capacity", title="Capacity", order=40, writes=WRITES)
+def check(ctx) -> list[Finding]:
+    """The capacity finding of the context's run (its fold-0 model)."""
+    return [capacity(ctx.run, ctx.load_model)]

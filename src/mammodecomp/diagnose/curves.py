@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import finding, fmt, skipped
+from ._common import Finding, fmt
+from .checks import register_check
 
 #: train-val AUC gap at the last epoch above these is over-fitting
 GAP_HIGH = 0.20
@@ -29,6 +30,20 @@ SMALL_BATCH = 32
 HIGH_LR = 1e-3
 #: kept epoch this many epochs after the best val-loss epoch = stale checkpoint
 STALE_EPOCHS = 5
+
+# finding ids and the names of the values they write
+GAP = "training.gap"
+FINAL_GAP, FINAL_TRAIN_AUC, FINAL_VAL_AUC = "final_gap", "final_train_auc", "final_val_auc"
+BEST_EPOCHS, EPOCHS, STALE, VALIDATED_ON_TEST = "best_epochs", "epochs", "stale_epochs", "validated_on_test"
+N_FOLDS_WITH_GAP, FOLDS = "n_folds_with_gap", "folds"
+OSCILLATION = "training.oscillation"
+MAX_RATIO, MEAN_REL_CHANGE, OSCILLATING, LIKELY_CAUSES = "max_ratio", "mean_rel_change", "oscillating", "likely_causes"
+BATCH_SIZE, LR, SCHEDULE = "batch_size", "lr", "schedule"
+WRITES = {
+    GAP: (FINAL_GAP, FINAL_TRAIN_AUC, FINAL_VAL_AUC, BEST_EPOCHS, EPOCHS, STALE, VALIDATED_ON_TEST,
+          N_FOLDS_WITH_GAP, FOLDS),
+    OSCILLATION: (MAX_RATIO, MEAN_REL_CHANGE, OSCILLATING, LIKELY_CAUSES, BATCH_SIZE, LR, SCHEDULE),
+}
 
 
 def _col(h, name):
@@ -79,12 +94,12 @@ def _has_batchnorm(run) -> bool | None:
     return None
 
 
-def learning_curves(run) -> list[dict]:
+def learning_curves(run) -> list[Finding]:
     """Two findings: the generalisation gap (over-fitting) and validation-loss oscillation."""
     if not run.histories:
-        return [skipped("training.gap", "training", "Generalisation gap", "no history.csv in folds/"),
-                skipped("training.oscillation", "training", "Validation-loss oscillation",
-                        "no history.csv in folds/")]
+        return [Finding.not_measured(GAP, "training", "Generalisation gap", "no history.csv in folds/"),
+                Finding.not_measured(OSCILLATION, "training", "Validation-loss oscillation",
+                                     "no history.csv in folds/")]
     rows = []
     for (r, f), h in sorted(run.histories.items()):
         s = fold_curve_stats(h)
@@ -112,7 +127,8 @@ def learning_curves(run) -> list[dict]:
     n_ep = int(np.max([x["epochs"] for x in rows]))
     stale = float(np.mean([x["kept_epoch"] - x["best_epoch"] for x in rows]))
     on_test = any(x["validated_on_test"] for x in rows)
-    sev = "high" if gap > GAP_HIGH else "medium" if gap > GAP_MEDIUM else "ok"
+    # no validation part with both classes: the gap is undefined, not "ok"
+    sev = "na" if n_gap == 0 else "high" if gap > GAP_HIGH else "medium" if gap > GAP_MEDIUM else "ok"
     l2_note = ""
     regs = [float(h["reg_loss"].iloc[-1]) for h in run.histories.values()
             if "reg_loss" in h.columns and np.isfinite(h["reg_loss"].iloc[-1])]
@@ -121,24 +137,27 @@ def learning_curves(run) -> list[dict]:
                    f"{np.mean(regs):.2f} at the last epoch against a data loss of "
                    f"{np.nanmean([x['final_train_loss'] for x in rows]):.2f}, which is why the question's "
                    "training loss stays above 1 at 93% training accuracy")
-    gap_f = finding(
-        "training.gap", "training", "Generalisation gap (learning curves)", sev,
-        f"at the last epoch, train AUC {fmt(train_auc)} vs validation AUC {fmt(val_auc)} (gap {fmt(gap)}, "
+    gap_f = Finding(
+        GAP, "training", "Generalisation gap (learning curves)", sev,
+        ("not applicable: no fold's validation part holds both classes, so the train-validation AUC gap "
+         "is undefined; " if sev == "na" else "")
+        + f"at the last epoch, train AUC {fmt(train_auc)} vs validation AUC {fmt(val_auc)} (gap {fmt(gap)}, "
         f"mean of the {n_gap} of {len(rows)} folds whose validation part has both classes); validation "
         f"loss is lowest at epoch(s) {best} of {n_ep}; "
         f"the kept checkpoint is on average {stale:.1f} epochs after that"
         + ("; validation here is the test fold itself (the question's protocol)" if on_test else ""),
-        values={"final_gap": gap, "final_train_auc": train_auc, "final_val_auc": val_auc,
-                "best_epochs": best, "epochs": n_ep, "stale_epochs": stale, "validated_on_test": on_test,
-                "n_folds_with_gap": int(n_gap),
-                "folds": rows},
+        values={FINAL_GAP: gap, FINAL_TRAIN_AUC: train_auc, FINAL_VAL_AUC: val_auc, BEST_EPOCHS: best,
+                EPOCHS: n_ep, STALE: stale, VALIDATED_ON_TEST: on_test, N_FOLDS_WITH_GAP: int(n_gap),
+                FOLDS: rows},
         figure="learning_curves",
-        meaning=("Training keeps improving while validation stopped early: the network fits the "
+        meaning=("The validation AUC is undefined on every fold; the verdict compares the train AUC with the "
+                 "pooled out-of-fold AUC instead." if sev == "na" else
+                 "Training keeps improving while validation stopped early: the network fits the "
                  "training ROIs themselves. Regularisers that the question tried (dropout, L2, batch "
                  "size, focal loss) act after the fact; the gap comes from capacity against data size."
                  if sev != "ok" else "Train and validation agree."),
         fix=("Early stopping on an inner validation split (not the test fold), keep the best checkpoint, "
-             "a smaller or pretrained model, augmentation." if sev != "ok" else ""),
+             "a smaller or pretrained model, augmentation." if sev in ("high", "medium") else ""),
         notes=l2_note)
     ratio = float(np.nanmax([x["osc_ratio"] for x in rows]))
     rel = float(np.nanmean([x["osc_rel_change"] for x in rows]))
@@ -156,13 +175,13 @@ def learning_curves(run) -> list[dict]:
     if run.cfg("train.normalize") == "none":
         causes.append("no input normalisation: components of very different scales share one learning rate")
     sev2 = ("medium" if osc else "ok")
-    osc_f = finding(
-        "training.oscillation", "training", "Validation-loss oscillation", sev2,
+    osc_f = Finding(
+        OSCILLATION, "training", "Validation-loss oscillation", sev2,
         f"over the last half of training, validation loss max/min ratio up to {fmt(ratio, 2)} "
         f"(the question's 1.8 to 4.6 swing is 2.5) and mean epoch-to-epoch change "
         f"{fmt(100 * rel, 0)}% of its mean",
-        values={"max_ratio": ratio, "mean_rel_change": rel, "oscillating": osc, "likely_causes": causes,
-                "batch_size": bs, "lr": lr, "schedule": sched},
+        values={MAX_RATIO: ratio, MEAN_REL_CHANGE: rel, OSCILLATING: osc, LIKELY_CAUSES: causes,
+                BATCH_SIZE: bs, LR: lr, SCHEDULE: sched},
         figure="learning_curves",
         meaning=("Validation loss jumping between epochs while training loss stays low means the "
                  "evaluation-mode network changes a lot between epochs: likely causes here: "
@@ -171,3 +190,9 @@ def learning_curves(run) -> list[dict]:
         fix=("A learning-rate schedule (cosine, warm-up), fewer BatchNorm layers or larger batches, "
              "fold-fitted normalisation, and model selection on the inner-validation loss." if osc else ""))
     return [gap_f, osc_f]
+
+
+@register_check("curves", family="training", title="Learning curves", order=30, writes=WRITES)
+def check(ctx) -> list[Finding]:
+    """The generalisation-gap and oscillation findings of the context's run."""
+    return learning_curves(ctx.run)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _baseline_api as api
-from ._common import finding, fmt, safe_auc
+from ._common import SKIPPED, Finding, fmt, safe_auc
+from .checks import register_check
 
 #: a nuisance feature alone reaching this AUC is a shortcut the CNN can take
 SHORTCUT_HIGH = 0.70
@@ -30,6 +31,26 @@ SHORTCUT_MEDIUM = 0.60
 PERM_ALPHA = 0.05
 #: the recipe is "no better than the baseline" when its AUC is below baseline + this
 BASELINE_MARGIN = 0.02
+
+# finding ids and the names of the values they write
+SHORTCUT = "shortcut.nuisance"
+AUCS, STRONGEST, STRONGEST_AUC, RECIPE_AUC, FOLDS = "aucs", "strongest", "strongest_auc", "recipe_auc", "folds"
+PERMUTATION = "null.permutation"
+OBSERVED, P, NULL, N_PERMUTATIONS, INPUT = "observed", "p", "null", "n_permutations", "input"
+#: which model the permutation test is about (the texture-feature baseline, not the recipe)
+MODEL = "model"
+CHANCE = "null.chance"
+AUC, CI_LOW, CI_HIGH, N_ROIS, N_PATIENTS, PREVALENCE = "auc", "ci_low", "ci_high", "n_rois", "n_patients", "prevalence"
+LESION_AUC, LESION_CI, N_LESIONS, VS_CHANCE = "lesion_auc", "lesion_ci", "n_lesions", "vs_chance"
+BASELINE = "baseline.texture"
+COMPARISONS, BEST_INPUT = "comparisons", "best_input"
+#: the model the null is computed for
+NULL_MODEL = "texture-feature logistic regression"
+WRITES_SHORTCUT = {SHORTCUT: (AUCS, STRONGEST, STRONGEST_AUC, RECIPE_AUC, FOLDS)}
+WRITES_NULL = {PERMUTATION: (OBSERVED, P, NULL, N_PERMUTATIONS, INPUT, FOLDS, MODEL),
+               CHANCE: (AUC, CI_LOW, CI_HIGH, N_ROIS, N_PATIENTS, PREVALENCE, LESION_AUC, LESION_CI, N_LESIONS,
+                        VS_CHANCE)}
+WRITES_BASELINE = {BASELINE: (COMPARISONS, BEST_INPUT)}
 
 
 class FeatureCache:
@@ -97,12 +118,12 @@ def headline(run) -> dict:
     elif len(np.unique(y)) == 2:
         out = bootstrap_auc_ci(y, prob, g, n_boot=1000, seed=0)
         lo, hi = _ci(out)
-    out = {"auc": auc, "ci_low": lo, "ci_high": hi, "n_rois": int(len(p)),
-           "n_patients": int(p["patient_id"].nunique()), "prevalence": float(y.mean()) if len(y) else None}
+    out = {AUC: auc, CI_LOW: lo, CI_HIGH: hi, N_ROIS: int(len(p)),
+           N_PATIENTS: int(p["patient_id"].nunique()), PREVALENCE: float(y.mean()) if len(y) else None}
     les = s.get("lesion")
     if isinstance(les, dict) and "auc" in les:   # views of one lesion pooled (summary.json)
-        out.update(lesion_auc=float(les["auc"]), lesion_ci=[float(v) for v in les["auc_ci"]],
-                   n_lesions=int(les["n_lesions"]))
+        out.update({LESION_AUC: float(les["auc"]), LESION_CI: [float(v) for v in les["auc_ci"]],
+                    N_LESIONS: int(les["n_lesions"])})
     return out
 
 
@@ -137,28 +158,28 @@ def probe_plan(run):
     return plan, "grouped folds (this run's contiguous folds would confound it)"
 
 
-def shortcuts(run, recipe_auc: float) -> dict:
+def shortcuts(run, recipe_auc: float) -> Finding:
     """AUC of each nuisance feature alone, on the run's folds (grouped folds
     for a contiguous run, see :func:`probe_plan`)."""
     plan, folds_note = probe_plan(run)
     aucs = api.shortcut_aucs(run, plan)
     aucs = {k: v for k, v in aucs.items() if v is not None and np.isfinite(v)}
     if not aucs:
-        return finding("shortcut.nuisance", "shortcut", "Shortcut features", "info",
-                       "no nuisance feature columns to test", values={"aucs": {}})
+        return Finding(SHORTCUT, "shortcut", "Shortcut features", "info",
+                       "no nuisance feature columns to test", values={AUCS: {}, SKIPPED: True})
     # out-of-fold AUC: the direction is learnt on the training part, so an AUC
     # below 0.5 is a failure to transfer (e.g. skewed folds), not a signal
     strength = dict(aucs)
     top = max(strength, key=strength.get)
     s = strength[top]
     sev = "high" if s >= SHORTCUT_HIGH else "medium" if s >= SHORTCUT_MEDIUM else "ok"
-    return finding(
-        "shortcut.nuisance", "shortcut", "Shortcut features", sev,
+    return Finding(
+        SHORTCUT, "shortcut", "Shortcut features", sev,
         f"OOF AUC of each nuisance feature alone on {folds_note}: "
         + ", ".join(f"{k} {fmt(v, 2)}" for k, v in sorted(aucs.items(), key=lambda kv: -strength[kv[0]]))
         + f"; the recipe reaches {fmt(recipe_auc)}",
-        values={"aucs": aucs, "strongest": top, "strongest_auc": s, "recipe_auc": recipe_auc,
-                "folds": "run" if plan is None else "grouped"},
+        values={AUCS: aucs, STRONGEST: top, STRONGEST_AUC: s, RECIPE_AUC: recipe_auc,
+                FOLDS: "run" if plan is None else "grouped"},
         figure="shortcuts",
         meaning=(f"'{top}' alone separates the classes (AUC {fmt(s, 2)}): a CNN can score by it "
                  "(crop scale, film brightness, border) instead of by the lesion."
@@ -167,9 +188,22 @@ def shortcuts(run, recipe_auc: float) -> dict:
              "per ROI, and check the recipe's AUC within strata of that feature." if sev != "ok" else ""))
 
 
-def null_findings(run, feats: FeatureCache, head: dict, n_permutations: int, seed: int) -> list[dict]:
-    """The permutation null of the feature baseline and the run's CI vs chance."""
+def _vs_chance(head: dict) -> str:
+    """"above", "below" or "includes": the recipe's AUC CI against 0.5."""
+    lo, hi = head.get(CI_LOW), head.get(CI_HIGH)
+    known = lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi)
+    return "above" if known and lo > 0.5 else "below" if known and hi < 0.5 else "includes"
+
+
+def null_findings(run, feats: FeatureCache, head: dict, n_permutations: int, seed: int) -> list[Finding]:
+    """The permutation null of the texture-feature baseline and the recipe's CI vs chance.
+
+    The null is about the baseline, not the recipe: when the baseline is at
+    chance but the recipe's CI is above 0.5, the finding says so (severity
+    info) instead of calling the data signal-free.
+    """
     out = []
+    state = _vs_chance(head)
     kind, X = feats.default()
     plan, folds_note = probe_plan(run)
     if X is not None and n_permutations > 0:
@@ -178,38 +212,45 @@ def null_findings(run, feats: FeatureCache, head: dict, n_permutations: int, see
         null = np.asarray(perm["null"], dtype=float)
         # with fewer than 1/alpha - 1 permutations p can never reach alpha: no verdict then
         enough = (1.0 / (1 + n_permutations)) <= PERM_ALPHA
-        sev = ("high" if p > PERM_ALPHA else "ok") if enough else "info"
-        out.append(finding(
-            "null.permutation", "null", "Label-permutation test (feature baseline)", sev,
+        at_chance = enough and p > PERM_ALPHA
+        recipe_signal = at_chance and state == "above"
+        sev = ("info" if recipe_signal else "high" if at_chance else "ok") if enough else "info"
+        if recipe_signal:
+            meaning = (f"The {NULL_MODEL} finds no more signal than with shuffled labels, but the recipe does: "
+                       f"its AUC CI ({fmt(head.get(CI_LOW))} to {fmt(head.get(CI_HIGH))}) is above 0.5. The "
+                       "signal is there, beyond the texture statistics this baseline sees.")
+        elif sev == "high":
+            meaning = (f"The cheapest recipe ({NULL_MODEL}) finds no more signal than with shuffled labels, and "
+                       "the recipe's own AUC CI includes 0.5 or lies below it: the labels may not be learnable "
+                       "from these ROIs at this size.")
+        else:
+            meaning = ("The data carry real signal: a model that does worse than this baseline is the problem, "
+                       "not the data.")
+        out.append(Finding(
+            PERMUTATION, "null", "Label-permutation test (texture-feature baseline)", sev,
             f"texture-feature logistic regression ({kind}, on {folds_note}) OOF AUC {fmt(perm['observed'])} vs "
             f"{len(null)} label permutations (null mean {fmt(np.mean(null) if len(null) else None)}, "
             f"95th percentile {fmt(np.quantile(null, .95) if len(null) else None)}): p = {fmt(p, 3)}",
-            values={"observed": perm["observed"], "p": p, "null": null.tolist(), "n_permutations": len(null),
-                    "input": kind, "folds": "run" if plan is None else "grouped"},
+            values={OBSERVED: perm["observed"], P: p, NULL: null.tolist(), N_PERMUTATIONS: len(null),
+                    INPUT: kind, FOLDS: "run" if plan is None else "grouped", MODEL: NULL_MODEL},
             figure="permutation",
-            meaning=("The cheapest recipe finds no more signal than with shuffled labels: the labels may "
-                     "not be learnable from these ROIs at this size." if sev == "high" else
-                     "The data carry real signal: a model that does worse than this baseline is the problem, "
-                     "not the data."),
+            meaning=meaning,
             fix="Check labels and ROI extraction before tuning networks." if sev == "high" else "",
             notes="" if enough else f"{n_permutations} permutations cannot give p <= {PERM_ALPHA}; "
                                     "use --permutations 100 or more for a verdict"))
     else:
-        out.append(finding("null.permutation", "null", "Label-permutation test (feature baseline)", "info",
+        out.append(Finding(PERMUTATION, "null", "Label-permutation test (texture-feature baseline)", "info",
                            "not run (--permutations 0 or no inputs for texture features)",
-                           values={"skipped": True}))
-    lo, hi = head["ci_low"], head["ci_high"]
-    known = lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi)
-    above = known and lo > 0.5
-    below = known and hi < 0.5
-    state = "above" if above else "below" if below else "includes"
-    out.append(finding(
-        "null.chance", "null", "Is the recipe better than chance?", "ok" if above else "high",
-        f"pooled OOF AUC {fmt(head['auc'])} (95% patient-bootstrap CI {fmt(lo)} to {fmt(hi)}); "
+                           values={SKIPPED: True}))
+    lo, hi = head[CI_LOW], head[CI_HIGH]
+    above = state == "above"
+    out.append(Finding(
+        CHANCE, "null", "Is the recipe better than chance?", "ok" if above else "high",
+        f"pooled OOF AUC {fmt(head[AUC])} (95% patient-bootstrap CI {fmt(lo)} to {fmt(hi)}); "
         + {"above": "the CI lower bound is above 0.5",
            "below": "the whole CI is below 0.5: the predictions are systematically inverted",
            "includes": "the CI includes 0.5"}[state],
-        values={**head, "vs_chance": state}, figure="roc",
+        values={**head, VS_CHANCE: state}, figure="roc",
         meaning={"above": "The recipe beats chance; whether it beats simpler recipes is below.",
                  "below": "Worse than a coin flip: each fold's model learnt a class prior opposite to its "
                           "test fold's, the signature of folds with skewed class ratios.",
@@ -218,22 +259,20 @@ def null_findings(run, feats: FeatureCache, head: dict, n_permutations: int, see
     return out
 
 
-def baseline_comparison(run, feats: FeatureCache) -> tuple[dict, dict]:
+def baseline_comparison(run, probs: dict) -> Finding:
     """Texture-feature baseline vs the run's recipe on the same ROIs.
 
-    Returns the finding and the baseline OOF probabilities per input kind.
+    Parameters
+    ----------
+    probs : input kind -> the baseline's OOF probabilities per manifest row
+        (``Context.baseline_probs``).
     """
     from ..metrics import delong_test
     pooled = run.pooled
     rows = pooled["row"].to_numpy()
     y = pooled["label"].to_numpy()
-    probs, res = {}, {}
-    for kind in ("components", "raw"):
-        X = feats.get(kind)
-        if X is None:
-            continue
-        p = api.oof_probs(X, run)
-        probs[kind] = p
+    res = {}
+    for kind, p in probs.items():
         sel = np.isfinite(p[rows])
         if sel.sum() < 4 or len(np.unique(y[sel])) < 2:
             continue
@@ -242,23 +281,42 @@ def baseline_comparison(run, feats: FeatureCache) -> tuple[dict, dict]:
                      "diff": float(d["diff"]), "ci": [float(d["ci"][0]), float(d["ci"][1])], "p": float(d["p"]),
                      "n": int(sel.sum())}
     if not res:
-        return finding("baseline.texture", "baseline", "Texture-feature baseline", "info",
-                       "not measured: no inputs for texture features", values={"skipped": True}), probs
+        return Finding(BASELINE, "baseline", "Texture-feature baseline", "info",
+                       "not measured: no inputs for texture features", values={SKIPPED: True})
     best = max(res, key=lambda k: res[k]["baseline_auc"])
     b = res[best]
     worse = b["recipe_auc"] < b["baseline_auc"] - BASELINE_MARGIN
     sig = worse and b["p"] < PERM_ALPHA
     sev = "high" if sig else "medium" if worse else "ok"
-    return finding(
-        "baseline.texture", "baseline", "Texture-feature baseline on the same folds", sev,
+    return Finding(
+        BASELINE, "baseline", "Texture-feature baseline on the same folds", sev,
         "logistic regression on texture features: "
         + "; ".join(f"{k} AUC {fmt(v['baseline_auc'])}" for k, v in res.items())
         + f"; the recipe: {fmt(b['recipe_auc'])} (recipe - best baseline = {fmt(b['diff'])}, "
           f"95% CI {fmt(b['ci'][0])} to {fmt(b['ci'][1])}, DeLong p = {fmt(b['p'], 3)})",
-        values={"comparisons": res, "best_input": best},
+        values={COMPARISONS: res, BEST_INPUT: best},
         figure="ablation",
         meaning=("A logistic regression on a few dozen texture numbers per component does better than "
                  "the network: the network has not learnt more than those statistics."
                  if worse else "The network does at least as well as hand-crafted texture features."),
         fix=("Start from the baseline and add capacity only while the paired AUC improves "
-             "(recipe small or finetune)." if worse else "")), probs
+             "(recipe small or finetune)." if worse else ""))
+
+
+@register_check("shortcuts", family="shortcut", title="Shortcuts", order=50, writes=WRITES_SHORTCUT)
+def check_shortcuts(ctx) -> list[Finding]:
+    """Nuisance features alone against the recipe's AUC."""
+    return [shortcuts(ctx.run, ctx.head[AUC])]
+
+
+@register_check("null", family="null", title="The null: is there signal?", order=60, writes=WRITES_NULL)
+def check_null(ctx) -> list[Finding]:
+    """The texture baseline's permutation null and the recipe's CI against chance."""
+    return null_findings(ctx.run, ctx.feats, ctx.head, ctx.n_permutations, ctx.seed)
+
+
+@register_check("baseline", family="baseline", title="Baselines on the same folds", order=70,
+                writes=WRITES_BASELINE)
+def check_baseline(ctx) -> list[Finding]:
+    """The texture-feature baseline against the recipe, paired on the same ROIs."""
+    return [baseline_comparison(ctx.run, ctx.baseline_probs)]

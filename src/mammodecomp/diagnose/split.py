@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ._common import finding, fmt, skipped
+from ._common import Finding, fmt
+from .checks import register_check
 
 #: thumbnail side for the near-duplicate search
 THUMB = 32
@@ -36,8 +37,27 @@ ORDERED_RUNS_RATIO = 0.5
 #: most pairs / patients listed in diagnosis.json
 MAX_LISTED = 200
 
+# finding ids and the names of the values they write (read by the verdict)
+CLASS_BALANCE = "split.class_balance"
+OVERALL, MAX_DEVIATION, FOLDS, SINGLE_CLASS_FOLDS = "overall", "max_deviation", "folds", "single_class_folds"
+SHARED_PATIENTS = "split.shared_patients"
+N_SHARED, PATIENTS = "n_shared", "patients"
+NEAR_DUPLICATES = "split.near_duplicates"
+N_PAIRS, N_PAIRS_ALL, THRESHOLD, PAIRS = "n_pairs", "n_pairs_all", "threshold", "pairs"
+MANIFEST_ORDER = "split.manifest_order"
+LABEL_RUNS, EXPECTED_RUNS, RUNS_RATIO, LABEL_ORDERED = "label_runs", "expected_runs", "runs_ratio", "label_ordered"
+PATIENT_RUNS, N_PATIENTS, CONTIGUOUS_FOLDS = "patient_runs", "n_patients", "contiguous_folds"
+CONTIGUOUS_MAX_DEVIATION, RUN_USED_CONTIGUOUS = "contiguous_max_deviation", "run_used_contiguous"
+WRITES = {
+    CLASS_BALANCE: (OVERALL, MAX_DEVIATION, FOLDS, SINGLE_CLASS_FOLDS),
+    SHARED_PATIENTS: (N_SHARED, PATIENTS),
+    NEAR_DUPLICATES: (N_PAIRS, N_PAIRS_ALL, THRESHOLD, PAIRS),
+    MANIFEST_ORDER: (LABEL_RUNS, EXPECTED_RUNS, RUNS_RATIO, LABEL_ORDERED, PATIENT_RUNS, N_PATIENTS,
+                     CONTIGUOUS_FOLDS, CONTIGUOUS_MAX_DEVIATION, RUN_USED_CONTIGUOUS, OVERALL),
+}
 
-def class_balance(run) -> dict:
+
+def class_balance(run) -> Finding:
     """Positive fraction per (repeat, fold) test part, and for its training part."""
     lab = dict(zip(run.manifest["roi_id"], run.manifest["label"].astype(int)))
     overall = float(run.manifest["label"].mean())
@@ -51,18 +71,18 @@ def class_balance(run) -> dict:
     dev = max((abs(x["frac_test"] - overall) for x in rows if np.isfinite(x["frac_test"])), default=0.0)
     single = [x for x in rows if x["n_test"] and x["pos_test"] in (0, x["n_test"])]
     sev = "high" if (dev > FOLD_SKEW_HIGH or single) else "medium" if dev > FOLD_SKEW_MEDIUM else "ok"
-    return finding(
-        "split.class_balance", "split", "Class balance per fold", sev,
+    return Finding(
+        CLASS_BALANCE, "split", "Class balance per fold", sev,
         f"malignant fraction per test fold vs {fmt(overall, 2)} overall; largest deviation {fmt(dev, 2)}"
         + (f"; {len(single)} fold(s) hold one class only" if single else ""),
-        values={"overall": overall, "max_deviation": dev, "folds": rows, "single_class_folds": len(single)},
+        values={OVERALL: overall, MAX_DEVIATION: dev, FOLDS: rows, SINGLE_CLASS_FOLDS: len(single)},
         figure="fold_balance",
         meaning="Folds with a different class mix than the data set give AUC and accuracy that "
                 "swing between folds and a model that learns the wrong prior.",
         fix="Use stratified, patient-grouped folds (cv.scheme=grouped, the default)." if sev != "ok" else "")
 
 
-def shared_patients(run) -> dict:
+def shared_patients(run) -> Finding:
     """Patients present in both the training (train/val) and test part of a fold."""
     pid = dict(zip(run.manifest["roi_id"], run.manifest["patient_id"].astype(str)))
     shared: dict[str, list] = {}
@@ -73,11 +93,11 @@ def shared_patients(run) -> dict:
             shared.setdefault(p, []).append(f"r{int(r)}f{int(f)}")
     n = len(shared)
     listed = [{"patient_id": p, "folds": v} for p, v in sorted(shared.items())][:MAX_LISTED]
-    return finding(
-        "split.shared_patients", "split", "Patients shared between training and test", "high" if n else "ok",
+    return Finding(
+        SHARED_PATIENTS, "split", "Patients shared between training and test", "high" if n else "ok",
         f"{n} patient(s) have ROIs in both the training and the test part of a fold"
         + (": " + ", ".join(x["patient_id"] for x in listed[:10]) + (" ..." if n > 10 else "") if n else ""),
-        values={"n_shared": n, "patients": listed},
+        values={N_SHARED: n, PATIENTS: listed},
         figure=None,
         meaning="A patient's other view or other lesion is nearly the same image: the test fold then "
                 "measures memory, not generalisation, and the AUC is inflated." if n else
@@ -126,11 +146,11 @@ def near_duplicate_pairs(thumbs: np.ndarray, threshold: float = DUPLICATE_CORR, 
     return pairs.astype(int), cc.astype(float)
 
 
-def near_duplicates(run, threshold: float = DUPLICATE_CORR) -> dict:
+def near_duplicates(run, threshold: float = DUPLICATE_CORR) -> Finding:
     """Near-duplicate ROI pairs whose two ROIs sit in different test folds."""
     imgs = run.rois()
     if imgs is None:
-        return skipped("split.near_duplicates", "split", "Near-duplicate ROIs across folds",
+        return Finding.not_measured(NEAR_DUPLICATES, "split", "Near-duplicate ROIs across folds",
                        "run.json names no rois_path or components_path that exists")
     th = thumbnails(imgs)
     pairs, cc = near_duplicate_pairs(th, threshold)
@@ -151,12 +171,11 @@ def near_duplicates(run, threshold: float = DUPLICATE_CORR) -> dict:
     frac = n / max(len(m), 1)
     sev = "ok" if n == 0 else "high" if frac > 0.01 else "medium"
     show = ", ".join(f"{x['roi_a']}~{x['roi_b']}" for x in across[:8])
-    return finding(
-        "split.near_duplicates", "split", "Near-duplicate ROIs across folds", sev,
+    return Finding(
+        NEAR_DUPLICATES, "split", "Near-duplicate ROIs across folds", sev,
         f"{n} pair(s) of ROIs with {THUMB}x{THUMB} thumbnail correlation > {threshold} tested in different "
         f"folds ({len(pairs)} near-duplicate pairs in all)" + (f": {show}" + (" ..." if n > 8 else "") if n else ""),
-        values={"n_pairs": n, "n_pairs_all": int(len(pairs)), "threshold": threshold,
-                "pairs": across[:MAX_LISTED]},
+        values={N_PAIRS: n, N_PAIRS_ALL: int(len(pairs)), THRESHOLD: threshold, PAIRS: across[:MAX_LISTED]},
         meaning="A near copy of a test ROI in the training part lets the model recall instead of "
                 "generalise." if n else "No near copies straddle folds.",
         fix="Remove duplicates, or give copies one patient_id so that grouped folds keep them together."
@@ -173,7 +192,7 @@ def contiguous_plan(df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
     return make_split_plan(df, n_folds=n_folds, scheme="contiguous")
 
 
-def manifest_order(run) -> dict:
+def manifest_order(run) -> Finding:
     """Is the manifest ordered by label or patient, and what would the
     question's contiguous folds have looked like on it?"""
     m = run.manifest
@@ -215,12 +234,11 @@ def manifest_order(run) -> dict:
             f"contiguous {n_folds}-fold test parts would hold "
             + ", ".join(f"{fmt(x['frac_test'], 2)}" for x in rows) + f" malignant (overall {fmt(p, 2)})"
             + ("; this run used those contiguous folds" if used else ""))
-    return finding(
-        "split.manifest_order", "split", "Manifest order and contiguous folds", sev, text,
-        values={"label_runs": label_runs, "expected_runs": expected, "runs_ratio": ratio,
-                "label_ordered": ordered, "patient_runs": patient_runs, "n_patients": n_pat,
-                "contiguous_folds": rows, "contiguous_max_deviation": dev, "run_used_contiguous": used,
-                "overall": p},
+    return Finding(
+        MANIFEST_ORDER, "split", "Manifest order and contiguous folds", sev, text,
+        values={LABEL_RUNS: label_runs, EXPECTED_RUNS: expected, RUNS_RATIO: ratio, LABEL_ORDERED: ordered,
+                PATIENT_RUNS: patient_runs, N_PATIENTS: n_pat, CONTIGUOUS_FOLDS: rows,
+                CONTIGUOUS_MAX_DEVIATION: dev, RUN_USED_CONTIGUOUS: used, OVERALL: p},
         figure="fold_balance",
         meaning=("The question's kfold_indices slices the array in order, without shuffling: on a "
                  "table sorted by label, whole folds are benign or malignant, so each model trains on a "
@@ -233,6 +251,12 @@ def manifest_order(run) -> dict:
         notes=note)
 
 
-def run_split_checks(run) -> list[dict]:
+def run_split_checks(run) -> list[Finding]:
     """All split-hygiene findings of one run."""
     return [class_balance(run), shared_patients(run), near_duplicates(run), manifest_order(run)]
+
+
+@register_check("split", family="split", title="Split hygiene", order=10, writes=WRITES)
+def check(ctx) -> list[Finding]:
+    """The split-hygiene findings of the context's run."""
+    return run_split_checks(ctx.run)

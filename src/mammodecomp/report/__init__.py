@@ -3,8 +3,9 @@
 :func:`write_report` writes ``report.html`` beside ``diagnosis.json`` (running
 :func:`mammodecomp.diagnose.diagnose` first when there is none): a header with
 the run's headline numbers, the ranked verdict with severity badges, then one
-section per evidence family with its figure, what was measured, what it
-means and what to do.
+section per evidence family (the families of the diagnosis check registry,
+:func:`mammodecomp.diagnose.checks.families`, in their order) with its
+figure, what was measured, what it means and what to do.
 
 Invariants
 ----------
@@ -27,10 +28,8 @@ __all__ = ["write_report", "render_html", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 
-FAMILIES = [("split", "Split hygiene"), ("metric", "Metric hygiene"), ("training", "Learning curves"),
-            ("capacity", "Capacity"), ("shortcut", "Shortcuts"), ("null", "The null: is there signal?"),
-            ("baseline", "Baselines on the same folds"), ("ablation", "Ablation: raw vs components"),
-            ("attribution", "Channel attribution")]
+#: how a severity reads on its badge (the CSS class is ``sev-<severity>``)
+BADGE_TEXT = {"na": "n/a"}
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;background:#f4f6f8;color:#222;line-height:1.45}
@@ -49,7 +48,7 @@ h3{font-size:15px;margin:14px 0 6px}
 .badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:11px;font-weight:700;color:#fff;
 text-transform:uppercase;letter-spacing:.03em;vertical-align:middle;margin-right:6px}
 .sev-high{background:#c0392b}.sev-medium{background:#e67e22}.sev-low{background:#d4ac0d}
-.sev-info{background:#7f8c8d}.sev-ok{background:#27ae60}
+.sev-info{background:#7f8c8d}.sev-na{background:#aab2b9}.sev-ok{background:#27ae60}
 ol.verdict{padding-left:22px}
 ol.verdict li{margin:0 0 12px}
 .fix{background:#eef7ee;border-left:4px solid #27ae60;padding:6px 10px;margin:6px 0;font-size:14px}
@@ -78,7 +77,7 @@ def _num(v, nd=3) -> str:
 
 
 def _badge(sev: str) -> str:
-    return f'<span class="badge sev-{_e(sev)}">{_e(sev)}</span>'
+    return f'<span class="badge sev-{_e(sev)}">{_e(BADGE_TEXT.get(sev, sev))}</span>'
 
 
 def _img(uri: str | None, alt: str) -> str:
@@ -135,7 +134,7 @@ def _figures(diag: dict, run, path: Path) -> dict:
         safe("occlusion", lambda: plots.bars_figure(oc["values"]["drops"], "AUC drop when a channel is occluded",
                                                     "AUC drop", ref={"no effect": 0.0}))
     me = F.get("metric.batchwise")
-    if me and me["values"].get("folds"):
+    if me and me["values"].get("folds") and me["severity"] != "na":   # no chart of an undefined comparison
         safe("metric_hygiene", lambda: plots.metric_figure(me["values"]["folds"]))
     cams_file = path / "diagnosis_cams.npz"
     if run is not None and cams_file.is_file():
@@ -265,7 +264,8 @@ def render_html(diag: dict, figs: dict) -> str:
             + _comparisons(diag) + "</section>")
     shown.update({"roc", "calibration"})
     parts.append(head)
-    for fam, title in FAMILIES:
+    from ..diagnose.checks import families
+    for fam, title in families():
         fs = [f for f in diag["findings"] if f["family"] == fam]
         if fs:
             parts.append(f"<section><h2>{_e(title)}</h2>" + "".join(_finding(f, figs, shown) for f in fs)
@@ -298,7 +298,8 @@ def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, see
     -------
     Path of ``report.html``.
     """
-    from ..diagnose import DIAGNOSIS_FILE, diagnose, load_study
+    from ..diagnose import DIAGNOSIS_FILE, diagnose
+    from ..rundir import load_study
     from ..rundir import INPUT_KEYS
     path = Path(run_or_study_dir)
     if (path / DIAGNOSIS_FILE).is_file():

@@ -9,7 +9,8 @@ loads them, fabricated learning curves shaped like the question's, and
 out-of-fold probabilities that depend on the label with a chosen strength.
 No training happens, so a run takes well under a second to write.
 
-This module holds no tests; it is imported by ``test_diagnose*.py`` and
+This module holds no tests and pytest does not collect it (its name does not
+start with ``test_``); it is imported by ``test_diagnose.py`` and
 ``test_report.py``.
 """
 from __future__ import annotations
