@@ -250,8 +250,7 @@ def test_checks_write_exactly_what_they_declare_and_rules_read_it(seed_run, tmp_
 def test_probe_capacity_is_the_regression_on_pretrained_features(tmp_path):
     """The probe recipe trains a logistic regression on frozen pretrained features:
     its parameters are features + 1, and it is not 'trained from scratch'."""
-    import yaml
-    from mammodecomp.config import dump_config, resolve_config
+    from mammodecomp.config import resolve_config
     from mammodecomp.diagnose import capacity as cap
     make_run(tmp_path / "run", recipe="small", seed=9)
     import dataclasses
