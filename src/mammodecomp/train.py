@@ -783,7 +783,7 @@ def cross_validate(cfg: Config, out: str | Path, *, overwrite: bool = False, pro
         oof = oof[["roi_id", "patient_id", *lesion, "label", "repeat", "fold", "prob", "logit", "threshold"]]
         with atomic_write(run_dir / "oof.csv", "w") as fh:
             oof.to_csv(fh, index=False, float_format="%.10g")
-        summary = pooled_oof_summary(oof, n_boot=cfg.cv.n_boot, seed=cfg.cv.seed)
+        summary = pooled_oof_summary(oof, n_boot=cfg.cv.n_boot, seed=cfg.cv.seed, manifest=df)
         dones = [read_json(fold_dir(run_dir, r, f) / "done.json") for r, f in folds]
         summary.update({
             "recipe": cfg.recipe, "model": cfg.model.name, "channels": inp.channels,
