@@ -323,8 +323,10 @@ def test_operating_points_calibration_and_subgroups_are_json_ready():
     man["view"] = man["roi_id"].str.split("-").str[1]
     man["laterality"] = np.where(np.arange(len(man)) < 12, "L", "R")   # L: 12 ROIs, too few of a class
     man["source"] = "one"                                               # one level: not a subgroup
+    man["density"] = np.linspace(0, 1, len(man))                        # a measure, not a grouping
     sub = S.subgroups(oof, man, n_boot=100)
-    assert set(sub) == {"view", "laterality"}
+    assert set(sub) == {"view", "laterality", "density"}
+    assert sub["density"]["levels"] == [] and "not categorical" in sub["density"]["skipped"]
     left = next(r for r in sub["laterality"]["levels"] if r["level"] == "L")
     assert left["too_small"] and left["auc"] is None and left["n"] == 12
     cc = next(r for r in sub["view"]["levels"] if r["level"] == "CC")

@@ -51,6 +51,8 @@ __all__ = ["compare_aucs", "obuchowski_cov", "corrected_resampled_ttest", "compa
 
 #: a subgroup with fewer ROIs than this in either class is reported as too small
 MIN_CLASS = 10
+#: a column with more distinct values than this is not a grouping (a continuous measure)
+MAX_LEVELS = 12
 #: subgroup name -> manifest columns that may hold it (the first present is used)
 SUBGROUP_COLUMNS = {"view": ["view"], "laterality": ["laterality"],
                     "density": ["breast_density", "density", "background_tissue"],
@@ -642,7 +644,9 @@ def subgroups(oof: pd.DataFrame, manifest: pd.DataFrame, *, n_boot: int = 2000, 
     ----------
     oof : out-of-fold table (``roi_id, label, prob, patient_id, repeat``).
     manifest : the run's manifest; the columns of :data:`SUBGROUP_COLUMNS`
-        that it has with two values or more are used.
+        that it has with two values or more are used (one with more than
+        :data:`MAX_LEVELS` values is a measure, not a grouping: listed with
+        ``skipped`` and no levels).
     min_class : a level with fewer ROIs than this in either class is
         ``{"too_small": true}`` with its counts and no AUC.
 
@@ -662,6 +666,9 @@ def subgroups(oof: pd.DataFrame, manifest: pd.DataFrame, *, n_boot: int = 2000, 
         vals = m[col].reindex(ids).to_numpy()
         present = pd.notna(vals)
         levels = sorted({str(v) for v in vals[present]})
+        if len(levels) > MAX_LEVELS:
+            out[name] = {"column": col, "levels": [], "skipped": f"{len(levels)} distinct values: not categorical"}
+            continue
         if len(levels) < 2:
             continue
         rows = []

@@ -132,7 +132,9 @@ def ablation(study, baseline_probs: dict | None = None, feats=None) -> dict:
     sev = "medium" if sig_neg else "low" if not sig_pos else "ok"
     text = f"paired OOF AUC differences ({source}): " + "; ".join(
         f"{c['a']} - {c['b']} = {fmt(c['diff'])} (95% CI {fmt(c['ci'][0])} to {fmt(c['ci'][1])}, "
-        f"{c['test']} p = {fmt(c['p'], 3)}; AUC {fmt(c['auc_a'])} vs {fmt(c['auc_b'])})" for c in comps)
+        f"{c['test']} p = {fmt(c['p'], 3)}; AUC {fmt(c['auc_a'])} vs {fmt(c['auc_b'])}"
+        + (f"; over the {c['repeated_cv']['n_folds']} folds of the repeats, Nadeau-Bengio p = "
+           f"{fmt(c['repeated_cv']['p'], 3)}" if c.get("repeated_cv") else "") + ")" for c in comps)
     return finding(
         "ablation.channels", "ablation", "Ablation: raw ROI vs components vs both", sev, text,
         values={"source": source, "comparisons": comps},

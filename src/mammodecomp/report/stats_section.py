@@ -94,6 +94,9 @@ def _subgroups(sub: dict) -> str:
         return f"<p class=\"note\">Subgroups not computed: {_e(sub['error'])}</p>"
     rows = []
     for name, g in sub.items():
+        if g.get("skipped"):
+            rows.append(f"<tr><td>{_e(name)} ({_e(g.get('column'))})</td><td colspan=\"4\">not used: "
+                        f"{_e(g['skipped'])}</td></tr>")
         for lev in g.get("levels", []):
             val = ("too small (fewer than 10 ROIs of a class)" if lev.get("too_small")
                    else f"{_num(lev.get('auc'))} {_ci(lev.get('ci'))}")
