@@ -101,3 +101,30 @@ def _one_class(both, tmp_path):
     h = both[(both["split"] == "test") & (both["label"] == 1)]
     h.to_csv(tmp_path / "one.csv", index=False)
     return tmp_path / "one.csv"
+
+
+def test_evaluate_cli_end_to_end_with_relative_paths(tmp_path, monkeypatch, capsys):
+    """A real tiny run, then `mammodecomp evaluate` from another folder on a fresh
+    synthetic set (other patients) given as a relative manifest path."""
+    from mammodecomp.cli import main
+    from mammodecomp.config import resolve_config
+    from mammodecomp.synth import write_synthetic
+    from mammodecomp.train import cross_validate
+    cfg = resolve_config(recipe="small", overrides=[
+        "data.synth.n_patients=16", "data.synth.size=64", "data.roi_size=32", "train.epochs=2",
+        "train.batch_size=8", "cv.n_folds=2", "cv.n_boot=50", "train.threads=1",
+        f"decomposition.store={tmp_path}/store"])
+    cross_validate(cfg, tmp_path / "work" / "run", progress_bars=False)
+    ho = write_synthetic(tmp_path / "work" / "ho", n_patients=12, size=64, seed=7)
+    m = pd.read_parquet(ho / "manifest.parquet")
+    m["image_path"] = [str((ho / p).resolve()) for p in m["image_path"]]
+    for c in ("roi_id", "patient_id", "lesion_id"):
+        m[c] = "ho-" + m[c].astype(str)
+    m.to_csv(tmp_path / "work" / "heldout.csv", index=False)
+    monkeypatch.chdir(tmp_path / "work")
+    main(["-q", "evaluate", "run", "--manifest", "heldout.csv", "--n-boot", "50"])
+    out = capsys.readouterr().out
+    assert "held-out (24 ROIs, 12 patients, 2 fold models averaged): AUC" in out and "gap (held-out - OOF)" in out
+    r = json.loads((tmp_path / "work" / "run" / "evaluation" / "evaluation.json").read_text())
+    pred = pd.read_csv(tmp_path / "work" / "run" / "evaluation" / "heldout_predictions.csv")
+    assert r["heldout"]["auc"] == pytest.approx(skm.roc_auc_score(pred["label"], pred["prob"]))

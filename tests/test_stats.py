@@ -331,5 +331,6 @@ def test_operating_points_calibration_and_subgroups_are_json_ready():
     assert left["too_small"] and left["auc"] is None and left["n"] == 12
     cc = next(r for r in sub["view"]["levels"] if r["level"] == "CC")
     ccrows = oof[oof.roi_id.str.endswith("CC")]
-    assert cc["auc"] == pytest.approx(np.mean([skm.roc_auc_score(g.label, g.prob) for _, g in ccrows.groupby("repeat")]))
+    ref = [skm.roc_auc_score(g.label, g.prob) for _, g in ccrows.groupby("repeat")]
+    assert cc["auc"] == pytest.approx(np.mean(ref))
     json.dumps([op, cal, sub], allow_nan=False)

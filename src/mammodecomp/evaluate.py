@@ -55,8 +55,9 @@ def heldout_rows(df: pd.DataFrame, path: Path | str | None = None) -> pd.DataFra
     if "split" in df.columns:
         sel = df["split"].astype(str).str.strip().str.lower().isin(TEST_SPLITS)
         if not sel.any():
-            raise InputError(f"no row with split in {list(TEST_SPLITS)} (found {sorted(df['split'].astype(str).unique())[:5]}); "
-                             "pass a manifest of held-out rows", path=path, field="split")
+            found = sorted(df["split"].astype(str).unique())[:5]
+            raise InputError(f"no row with split in {list(TEST_SPLITS)} (found {found}); pass a manifest of "
+                             "held-out rows", path=path, field="split")
         df = df[sel]
     if df["label"].nunique() < 2:
         raise InputError(f"the held-out rows have one class only (label {int(df['label'].iloc[0])}); an AUC needs both",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _baseline_api as api
-from ._common import finding, fmt, safe_auc
+from ._common import finding, fmt
 
 #: a nuisance feature alone reaching this AUC is a shortcut the CNN can take
 SHORTCUT_HIGH = 0.70
