@@ -6,8 +6,12 @@ Usage (from the repository root, after `make setup`):
     .venv/bin/python bench/study.py --synthetic --mias   # both; writes BENCHMARKS.md "Results"
 
 mini-MIAS is read from ../shared/data/mini-mias (or --mias-root). Every arm of
-one study shares its ROIs and (for grouped folds) its folds, so the DeLong
-p-values against the components arm are paired tests.
+one study shares its ROIs and (for grouped folds) its folds, so the p-values
+against the first arm of a block are paired tests: ``stats.compare_aucs`` on
+each ROI's repeat-averaged probability with the patient as the unit
+(Obuchowski's clustered variance when a patient has several ROIs, DeLong only
+when every patient has one), and, when the arms repeat the same folds, Nadeau
+and Bengio's corrected resampled t-test on the per-fold AUC differences.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 from _common import ROOT, write_section
 
 from mammodecomp.config import resolve_config
-from mammodecomp.metrics import delong_test
+from mammodecomp.stats import compare_aucs, compare_repeated_cv
 from mammodecomp.study import run_study
 
 MIAS = ROOT.parent / "shared" / "data" / "mini-mias"
@@ -33,13 +37,20 @@ def _row(study: Path, arm: str, ref: str | None, data: str) -> dict:
     r = {"data": data, "arm": arm, "recipe": s["recipe"], "model": s["model"], "variant": s["variant"],
          "cv": f"{s['cv_scheme']} {s['n_folds']}x{s['n_repeats']}", "rois": s["n_rois"],
          "auc": s["auc"], "ci": s["auc_ci"], "train_auc": s.get("final_train_auc_mean"),
-         "seconds": s.get("train_seconds") or None, "p_vs_ref": None,
+         "seconds": s.get("train_seconds") or None, "p_vs_ref": None, "test_vs_ref": None, "nb_p_vs_ref": None,
+         "auc_sd": s.get("auc_sd_repeats"),
          "lesion_auc": les.get("auc"), "lesion_ci": les.get("auc_ci")}
     if ref and ref != arm and (study / ref / "oof.csv").is_file():
-        a = pd.read_csv(study / arm / "oof.csv").groupby("roi_id").agg(label=("label", "first"), prob=("prob", "mean"))
-        b = pd.read_csv(study / ref / "oof.csv").groupby("roi_id").agg(prob=("prob", "mean"))
+        oa = pd.read_csv(study / arm / "oof.csv", dtype={"roi_id": str, "patient_id": str})
+        ob = pd.read_csv(study / ref / "oof.csv", dtype={"roi_id": str, "patient_id": str})
+        a = oa.groupby("roi_id").agg(label=("label", "first"), patient_id=("patient_id", "first"), prob=("prob", "mean"))
+        b = ob.groupby("roi_id").agg(prob=("prob", "mean"))
         j = a.join(b.rename(columns={"prob": "prob_ref"}), how="inner")
-        r["p_vs_ref"] = delong_test(j["label"].to_numpy(), j["prob"].to_numpy(), j["prob_ref"].to_numpy())["p"]
+        c = compare_aucs(j["label"].to_numpy(), j["prob"].to_numpy(), j["prob_ref"].to_numpy(), j["patient_id"].to_numpy())
+        r["p_vs_ref"], r["test_vs_ref"] = c["p"], c["test"]
+        if oa["repeat"].nunique() > 1:
+            nb = compare_repeated_cv(oa, ob, n_total=s["n_rois"])
+            r["nb_p_vs_ref"] = None if nb is None else nb["p"]
     return r
 
 
@@ -94,16 +105,20 @@ def mias(out: Path, root: Path, repeats: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] | per lesion (2 views) | DeLong p vs first arm of its block | final train AUC | training time |",
+    lines = ["| data | arm (recipe, input) | CV | ROIs | OOF AUC [95% CI] (SD over repeats) | per lesion (2 views) | "
+             "p vs first arm of its block (test) | final train AUC | training time |",
              "|---|---|---|---:|---|---|---:|---:|---:|"]
     for r in rows:
-        p = "" if r["p_vs_ref"] is None else f"{r['p_vs_ref']:.3f}"
+        p = "" if r["p_vs_ref"] is None else f"{r['p_vs_ref']:.3f} ({r['test_vs_ref']})"
+        if r.get("nb_p_vs_ref") is not None:
+            p += f"; {r['nb_p_vs_ref']:.3f} (Nadeau-Bengio)"
+        sd = "" if r.get("auc_sd") is None else f" (SD {r['auc_sd']:.3f})"
         tr = "" if r["train_auc"] is None else f"{r['train_auc']:.2f}"
         sec = "" if not r["seconds"] else f"{r['seconds']:.0f} s"
         les = "" if r.get("lesion_auc") is None else \
             f"{r['lesion_auc']:.3f} [{r['lesion_ci'][0]:.3f}, {r['lesion_ci'][1]:.3f}]"
         lines.append(f"| {r['data']} | {r['arm']} ({r['recipe']}, {r['variant']}) | {r['cv']} | {r['rois']} | "
-                     f"{r['auc']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | {les} | {p} | {tr} | {sec} |")
+                     f"{r['auc']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]{sd} | {les} | {p} | {tr} | {sec} |")
     return "\n".join(lines)
 
 
@@ -127,8 +142,12 @@ def main(argv=None) -> None:
         "## Results", "",
         f"Command: `.venv/bin/python bench/study.py{f' --synthetic --patients {a.patients}' if a.synthetic else ''}"
         f"{f' --mias --small-repeats {a.small_repeats}' if a.mias else ''}`; machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
-        f"whole run {time.perf_counter() - t0:.0f} s. OOF = pooled out-of-fold predictions (mean over repeats "
-        "per ROI for DeLong); CI = 95% patient-level bootstrap. Grouped folds are stratified by label and "
+        f"whole run {time.perf_counter() - t0:.0f} s. OOF AUC = the headline: each repeat's out-of-fold "
+        "predictions pooled over its folds, averaged over repeats (SD over repeats in brackets); CI = 95% "
+        "patient-level bootstrap. p = paired comparison on each ROI's repeat-averaged probability, the test "
+        "named: obuchowski (clustered AUC variance, the patient as the unit) when a patient has several ROIs, "
+        "delong when each has one; with repeats, also Nadeau-Bengio's corrected resampled t-test over the "
+        "folds. Grouped folds are stratified by label and "
         "grouped by patient; the seed arm keeps the question's contiguous folds. Training time: the sum of "
         "the folds' epochs as measured while other jobs shared the 2 cores (probe: blank; its frozen "
         "features, the spatial mean and std of EfficientNet-Lite0 stages 1-3 averaged over the 8 flips and "

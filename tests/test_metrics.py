@@ -214,15 +214,20 @@ def test_pooled_oof_summary():
                          "fold": i % 3, "prob": float(1 / (1 + np.exp(-rng.normal(2 * y - 1, 1.5))))})
     oof = pd.DataFrame(rows)
     s = pooled_oof_summary(oof, n_boot=300, seed=1)
-    assert s["auc"] == pytest.approx(skm.roc_auc_score(oof.label, oof.prob))
-    assert s["auc_ci"][0] < s["auc"] < s["auc_ci"][1]
     ra = [skm.roc_auc_score(g.label, g.prob) for _, g in oof.groupby("repeat")]
     assert s["repeat_aucs"] == pytest.approx(ra)
+    # the headline: each repeat pooled over its folds, then the mean over repeats (stats.headline_auc)
+    assert s["auc"] == pytest.approx(np.mean(ra)) and s["auc_sd_repeats"] == pytest.approx(np.std(ra, ddof=1))
+    assert s["auc_ci"][0] < s["auc"] < s["auc_ci"][1] and "mean over 2 repeats" in s["auc_definition"]
+    ens = oof.groupby("roi_id").agg(label=("label", "first"), prob=("prob", "mean"))
+    assert s["ensemble_auc"] == pytest.approx(skm.roc_auc_score(ens.label, ens.prob))
+    assert {"operating_points", "calibration"} <= set(s) and "subgroups" not in s
     fa = [skm.roc_auc_score(g.label, g.prob) for _, g in oof.groupby(["repeat", "fold"])]
     assert s["fold_auc_mean"] == pytest.approx(np.mean(fa))
     assert s["fold_auc_sd"] == pytest.approx(np.std(fa, ddof=1))
     assert (s["n_rows"], s["n_rois"], s["n_patients"], s["n_repeats"], s["n_folds"]) == (120, 60, 30, 2, 3)
     import json
+    json.dumps({k: s[k] for k in ("operating_points", "calibration")}, allow_nan=False)
     json.dumps(s)
     with pytest.raises(InputError, match="twice"):
         pooled_oof_summary(pd.concat([oof, oof.iloc[:1]]))

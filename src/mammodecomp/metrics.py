@@ -394,22 +394,35 @@ def batchwise_metrics(y, p, batch_size: int = 32, threshold: float = 0.5) -> dic
 OOF_REQUIRED = ["roi_id", "patient_id", "label", "repeat", "fold", "prob"]
 
 
-def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Summarise an out-of-fold table: pooled AUC with a patient bootstrap CI.
+def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, *,
+                       manifest: pd.DataFrame | None = None) -> dict:
+    """Summarise an out-of-fold table: the headline AUC with a patient bootstrap CI.
 
     Parameters
     ----------
     oof_df : columns ``roi_id, patient_id, label, repeat, fold, prob``; each
         ROI at most once per repeat.
-    n_boot, seed, alpha : passed to :func:`bootstrap_auc_ci`.
+    n_boot, seed, alpha : resamples, seed and 1 - confidence level of the
+        patient bootstrap.
+    manifest : the run's manifest; its view, laterality, density, lesion
+        type, source and split columns give the ``subgroups``.
 
     Returns
     -------
     dict (JSON-ready) with
 
-    - ``auc``: AUC of all rows pooled (all folds, all repeats), and
-      ``auc_ci``: its patient-bootstrap CI (a patient's rows of every repeat
-      are drawn together);
+    - ``auc``: **the headline**, defined once
+      (:func:`mammodecomp.stats.headline_auc`): each repeat's out-of-fold
+      predictions pooled over its folds give one AUC; ``auc`` is their mean
+      over repeats, ``auc_sd_repeats`` their SD (None with one repeat) and
+      ``auc_ci`` the patient-bootstrap CI of the mean (a patient's rows of
+      every repeat are drawn together); ``auc_definition`` says so in words;
+    - with several repeats, ``ensemble_auc``, ``ensemble_auc_ci``: the AUC
+      of each ROI's probability averaged over repeats (an ensemble, not the
+      headline);
+    - ``operating_points``, ``calibration`` (and ``subgroups`` with a
+      manifest): :mod:`mammodecomp.stats`, each with patient-bootstrap CIs,
+      strict JSON (undefined values are null);
     - ``repeat_aucs``: the pooled AUC of each repeat, with ``repeat_auc_mean``
       and ``repeat_auc_sd``;
     - ``fold_aucs``: list of ``{repeat, fold, n, auc}``, with
@@ -440,9 +453,11 @@ def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, 
     if dup.any():
         raise InputError(f"roi '{d['roi_id'][dup].iloc[0]}' appears twice in repeat "
                          f"{d['repeat'][dup].iloc[0]}; each ROI is tested once per repeat")
+    from . import stats
     y = d["label"].to_numpy()
     p = d["prob"].to_numpy(dtype=float)
-    lo, hi = bootstrap_auc_ci(y, p, d["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha)
+    head = stats.headline_auc(d, n_boot=n_boot, seed=seed, alpha=alpha)
+    lo, hi = head["auc_ci"]
     reps = [auc_score(g["label"].to_numpy(), g["prob"].to_numpy(float)) for _, g in d.groupby("repeat", sort=True)]
     folds = [{"repeat": int(r), "fold": int(f), "n": int(len(g)),
               "auc": auc_score(g["label"].to_numpy(), g["prob"].to_numpy(float))}
@@ -454,7 +469,10 @@ def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, 
     def sd(a):
         return float(np.std(a, ddof=1)) if a.size > 1 else float("nan")
 
-    out = {"auc": auc_score(y, p), "auc_ci": [lo, hi], "alpha": float(alpha), "n_boot": int(n_boot),
+    out = {"auc": head["auc"], "auc_ci": [lo, hi], "auc_definition": head["definition"],
+           "auc_sd_repeats": head["auc_sd_repeats"],
+           **{k: head[k] for k in ("ensemble_auc", "ensemble_auc_ci", "ensemble_definition") if k in head},
+           "alpha": float(alpha), "n_boot": int(n_boot),
             "repeat_aucs": [float(a) for a in reps],
             "repeat_auc_mean": float(np.nanmean(ra)) if np.isfinite(ra).any() else float("nan"),
             "repeat_auc_sd": sd(ra[np.isfinite(ra)]),
@@ -464,11 +482,22 @@ def pooled_oof_summary(oof_df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, 
             "n_patients": int(d["patient_id"].nunique()), "n_pos": int(d.drop_duplicates("roi_id")["label"].sum()),
             "n_repeats": int(d["repeat"].nunique()), "n_folds": int(d["fold"].nunique())}
     les = lesion_level(d)
-    if les is not None:
-        ly, ls = les["label"].to_numpy(), les["score"].to_numpy(float)
-        llo, lhi = bootstrap_auc_ci(ly, ls, les["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha)
-        out["lesion"] = {"auc": auc_score(ly, ls), "auc_ci": [llo, lhi], "n_lesions": int(les["lesion_id"].nunique()),
+    if les is not None:   # the same definition as the headline: per repeat, averaged over repeats
+        lh = stats.patient_bootstrap(stats._auc_stat, les["label"].to_numpy(float), les["score"].to_numpy(float),
+                                     les["patient_id"].astype(str).to_numpy(), les["repeat"].to_numpy(),
+                                     n_boot=n_boot, seed=seed, alpha=alpha)
+        out["lesion"] = {"auc": lh["estimate"], "auc_ci": lh["ci"], "n_lesions": int(les["lesion_id"].nunique()),
                          "max_rois_per_lesion": int(les["n_rois"].max())}
+    for key, fn in (("operating_points", stats.operating_points), ("calibration", stats.calibration)):
+        try:
+            out[key] = fn(d, n_boot=n_boot, seed=seed, alpha=alpha)
+        except Exception as e:  # noqa: BLE001 - a statistic that cannot be computed must not lose the run's summary
+            out[key] = {"error": f"{type(e).__name__}: {e}"}
+    if manifest is not None:
+        try:
+            out["subgroups"] = stats.subgroups(d, manifest, n_boot=n_boot, seed=seed, alpha=alpha)
+        except Exception as e:  # noqa: BLE001
+            out["subgroups"] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 

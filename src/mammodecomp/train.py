@@ -213,7 +213,7 @@ def collect(prep: PreparedRun, *, elapsed_s: float) -> dict:
     if lesion:
         oof["lesion_id"] = meta.loc[oof["roi_id"], "lesion_id"].to_numpy()
     oof = oof[["roi_id", "patient_id", *lesion, "label", "repeat", "fold", "prob", "logit", "threshold"]]
-    summary = pooled_oof_summary(oof, n_boot=cfg.cv.n_boot, seed=cfg.cv.seed)
+    summary = pooled_oof_summary(oof, n_boot=cfg.cv.n_boot, seed=cfg.cv.seed, manifest=df)
     summary.update({
         "recipe": cfg.recipe, "model": cfg.model.name, "channels": prep.inputs.channels,
         "decomposition": cfg.decomposition.method, "variant": cfg.decomposition.variant,

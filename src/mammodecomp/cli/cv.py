@@ -17,8 +17,9 @@ def print_summary(cfg, run: Path, note: str | None = None) -> None:
     s = read_json(Path(run) / SUMMARY)
     lo, hi = s.get("auc_ci") or [None, None]
     ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
-    how = f" ({note})" if note else ""
-    typer.echo(f"{cfg.recipe}: out-of-fold AUC {s['auc']:.3f}{ci} over {s['n_rois']} ROIs{how}; run in {run}")
+    sd = f", SD over repeats {s['auc_sd_repeats']:.3f}" if s.get("auc_sd_repeats") is not None else ""
+    how = ", ".join(x for x in (s.get("auc_definition", "pooled"), note) if x)
+    typer.echo(f"{cfg.recipe}: out-of-fold AUC {s['auc']:.3f}{ci}{sd} over {s['n_rois']} ROIs ({how}); run in {run}")
     if "lesion" in s:   # several views of one lesion: their mean log-odds, one score per lesion
         les = s["lesion"]
         typer.echo(f"{cfg.recipe}: lesion-level AUC {les['auc']:.3f} (95% CI {les['auc_ci'][0]:.3f}-"

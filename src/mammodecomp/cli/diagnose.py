@@ -37,6 +37,8 @@ def diagnose_cmd(
     h = d["headline"]
     lo, hi = h.get("ci_low"), h.get("ci_high")
     ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+    if h.get("auc_sd_repeats") is not None:      # the headline of summary.json, defined once (stats.headline_auc)
+        ci += f", SD over repeats {h['auc_sd_repeats']:.3f}"
     auc = h.get("auc")
     typer.echo(f"{d['primary']} ({h.get('recipe')}): out-of-fold AUC "
                f"{auc:.3f}{ci}" if auc is not None else f"{d['primary']}: AUC n/a")

@@ -1,11 +1,16 @@
 """Ablation (raw ROI vs components vs both) and recipe comparisons.
 
-Paired comparisons use DeLong's test (``metrics.delong_test``) on the
+Paired comparisons use :func:`mammodecomp.stats.compare_aucs` on the
 out-of-fold probabilities of the ROIs that both arms tested (one prediction
-per ROI, averaged over repeats). In a study directory the arms are the
-sibling runs, recognised by their ``decomposition.variant`` (ablation) or
-``recipe`` (recipe comparison); without siblings the ablation is done with
-the texture-feature baseline on the run's folds.
+per ROI, averaged over repeats), with the patient as the unit: Obuchowski's
+clustered variance when a patient has several ROIs, DeLong's test only when
+every patient has one; each comparison names its ``test``. When both runs
+repeat the same folds several times, Nadeau and Bengio's corrected resampled
+t-test on the per-fold AUC differences is given beside it (``repeated_cv``).
+In a study directory the arms are the sibling runs, recognised by their
+``decomposition.variant`` (ablation) or ``recipe`` (recipe comparison);
+without siblings the ablation is done with the texture-feature baseline on
+the run's folds.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import numpy as np
 from ._common import SKIPPED, Finding, fmt, safe_auc
 from .checks import register_check
 
-#: DeLong p-value below which a paired AUC difference counts
+#: p-value below which a paired AUC difference counts
 ALPHA = 0.05
 #: pairs compared in the ablation: (arm A, arm B) reported as A - B
 ABLATION_PAIRS = [("components", "raw"), ("components+raw", "raw"), ("components+raw", "components")]
@@ -31,12 +36,14 @@ def _same_folds(a, b) -> bool:
     return len(ta) == len(tb) and bool((ta.sort_index() == tb.reindex(ta.sort_index().index)).all())
 
 
-def paired(y_a, p_a, p_b) -> dict:
-    """DeLong comparison of two probability vectors on the same labels."""
-    from ..metrics import delong_test
-    d = delong_test(np.asarray(y_a), np.asarray(p_a, dtype=float), np.asarray(p_b, dtype=float))
+def paired(y_a, p_a, p_b, groups=None) -> dict:
+    """Paired comparison of two probability vectors on the same labels
+    (:func:`mammodecomp.stats.compare_aucs`; ``groups``: patient per ROI)."""
+    from ..stats import compare_aucs
+    d = compare_aucs(np.asarray(y_a), np.asarray(p_a, dtype=float), np.asarray(p_b, dtype=float), groups)
     return {"auc_a": float(d["auc1"]), "auc_b": float(d["auc2"]), "diff": float(d["diff"]),
-            "ci": [float(d["ci"][0]), float(d["ci"][1])], "p": float(d["p"])}
+            "ci": [float(d["ci"][0]), float(d["ci"][1])], "p": float(d["p"]), "test": d["test"],
+            "n_patients": int(d["n_patients"])}
 
 
 def compare_runs(a, b) -> dict | None:
@@ -49,8 +56,14 @@ def compare_runs(a, b) -> dict | None:
     y = pa.loc[common, "label"].to_numpy()
     if len(np.unique(y)) < 2:
         return None
-    out = paired(y, pa.loc[common, "prob"].to_numpy(), pb.loc[common, "prob"].to_numpy())
+    out = paired(y, pa.loc[common, "prob"].to_numpy(), pb.loc[common, "prob"].to_numpy(),
+                 pa.loc[common, "patient_id"].astype(str).to_numpy())
     out.update({"a": a.name, "b": b.name, "n": int(len(common)), "same_folds": _same_folds(a, b)})
+    if out["same_folds"] and a.oof["repeat"].nunique() > 1:
+        from ..stats import compare_repeated_cv
+        nb = compare_repeated_cv(a.oof, b.oof, n_total=len(a.manifest))
+        if nb is not None:
+            out["repeated_cv"] = nb
     return out
 
 
@@ -111,7 +124,8 @@ def ablation(study, baseline_probs=None, feats=None) -> Finding:
             if a in probs and b in probs:
                 sel = np.isfinite(probs[a]) & np.isfinite(probs[b])
                 if sel.sum() >= 4 and len(np.unique(y_all[sel])) == 2:
-                    c = paired(y_all[sel], probs[a][sel], probs[b][sel])
+                    c = paired(y_all[sel], probs[a][sel], probs[b][sel],
+                               run.manifest["patient_id"].astype(str).to_numpy()[sel])
                     c.update({"a": a, "b": b, "n": int(sel.sum()), "same_folds": True})
                     comps.append(c)
     if not comps:
@@ -123,9 +137,11 @@ def ablation(study, baseline_probs=None, feats=None) -> Finding:
     sig_neg = [c for c in gain if c["diff"] < 0 and c["p"] < ALPHA]
     cr = next((c for c in comps if (c["a"], c["b"]) == ("components", "raw")), comps[0])
     sev = "medium" if sig_neg else "low" if not sig_pos else "ok"
-    text = f"paired OOF AUC differences ({source}, DeLong): " + "; ".join(
+    text = f"paired OOF AUC differences ({source}): " + "; ".join(
         f"{c['a']} - {c['b']} = {fmt(c['diff'])} (95% CI {fmt(c['ci'][0])} to {fmt(c['ci'][1])}, "
-        f"p = {fmt(c['p'], 3)}; AUC {fmt(c['auc_a'])} vs {fmt(c['auc_b'])})" for c in comps)
+        f"{c['test']} p = {fmt(c['p'], 3)}; AUC {fmt(c['auc_a'])} vs {fmt(c['auc_b'])}"
+        + (f"; over the {c['repeated_cv']['n_folds']} folds of the repeats, Nadeau-Bengio p = "
+           f"{fmt(c['repeated_cv']['p'], 3)}" if c.get("repeated_cv") else "") + ")" for c in comps)
     return Finding(
         CHANNELS, "ablation", "Ablation: raw ROI vs components vs both", sev, text,
         values={SOURCE: source, COMPARISONS: comps},
@@ -143,7 +159,8 @@ def ablation(study, baseline_probs=None, feats=None) -> Finding:
 
 def recipe_comparisons(study) -> list[dict]:
     """The primary run vs each sibling with another recipe (same input variant):
-    AUCs, DeLong difference, and the train-val gap of each."""
+    AUCs, their paired difference (``compare_aucs``, the test named), and the
+    train-val gap of each."""
     from .curves import fold_curve_stats
     run = study.primary
     out = []

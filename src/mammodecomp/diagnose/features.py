@@ -9,8 +9,8 @@
 
   (shortcuts and the null ask about the *data*: for a run on the question's
   contiguous folds they use grouped folds instead, see :func:`probe_plan`)
-* the texture-feature baseline against the run's recipe (DeLong, paired on
-  the same ROIs);
+* the texture-feature baseline against the run's recipe (``stats.compare_aucs``,
+  paired on the same ROIs, the patient as the unit);
 * the feature ablation (raw ROI vs components vs both) when the study has no
   sibling runs for it (see :mod:`.ablation`).
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _baseline_api as api
-from ._common import SKIPPED, Finding, fmt, safe_auc
+from ._common import SKIPPED, Finding, fmt
 from .checks import register_check
 
 #: a nuisance feature alone reaching this AUC is a shortcut the CNN can take
@@ -41,6 +41,9 @@ OBSERVED, P, NULL, N_PERMUTATIONS, INPUT = "observed", "p", "null", "n_permutati
 MODEL = "model"
 CHANCE = "null.chance"
 AUC, CI_LOW, CI_HIGH, N_ROIS, N_PATIENTS, PREVALENCE = "auc", "ci_low", "ci_high", "n_rois", "n_patients", "prevalence"
+#: the headline's definition (stats.headline_auc), its spread over repeats, the repeat-averaged ensemble
+AUC_DEFINITION, AUC_SD_REPEATS, N_REPEATS = "auc_definition", "auc_sd_repeats", "n_repeats"
+ENSEMBLE_AUC, ENSEMBLE_AUC_CI = "ensemble_auc", "ensemble_auc_ci"
 LESION_AUC, LESION_CI, N_LESIONS, VS_CHANCE = "lesion_auc", "lesion_ci", "n_lesions", "vs_chance"
 BASELINE = "baseline.texture"
 COMPARISONS, BEST_INPUT = "comparisons", "best_input"
@@ -49,7 +52,7 @@ NULL_MODEL = "texture-feature logistic regression"
 WRITES_SHORTCUT = {SHORTCUT: (AUCS, STRONGEST, STRONGEST_AUC, RECIPE_AUC, FOLDS)}
 WRITES_NULL = {PERMUTATION: (OBSERVED, P, NULL, N_PERMUTATIONS, INPUT, FOLDS, MODEL),
                CHANCE: (AUC, CI_LOW, CI_HIGH, N_ROIS, N_PATIENTS, PREVALENCE, LESION_AUC, LESION_CI, N_LESIONS,
-                        VS_CHANCE)}
+                        VS_CHANCE, AUC_DEFINITION, AUC_SD_REPEATS, N_REPEATS, ENSEMBLE_AUC, ENSEMBLE_AUC_CI)}
 WRITES_BASELINE = {BASELINE: (COMPARISONS, BEST_INPUT)}
 
 
@@ -105,21 +108,34 @@ class FeatureCache:
 
 
 def headline(run) -> dict:
-    """Pooled OOF AUC of the run with its patient-bootstrap 95% CI."""
-    from ..metrics import bootstrap_auc_ci
+    """The run's headline AUC, as ``summary.json`` defines it, with its CI.
+
+    One definition everywhere (:func:`mammodecomp.stats.headline_auc`): the
+    mean over repeats of each repeat's pooled out-of-fold AUC, its
+    patient-bootstrap CI and its SD over repeats. It is read from
+    ``summary.json`` when that was written with this definition, else
+    recomputed from ``oof.csv`` the same way. With several repeats the
+    repeat-averaged (ensemble) AUC is given beside it as ``ensemble_auc``.
+    """
+    from ..stats import headline_auc
     p = run.pooled
-    y, prob, g = p["label"].to_numpy(), p["prob"].to_numpy(), p["patient_id"].to_numpy()
-    auc = safe_auc(y, prob)
-    lo = hi = float("nan")
+    y = p["label"].to_numpy()
     s = run.summary or {}
-    ci = s.get("auc_ci") or s.get("ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and abs(float(s.get("auc", auc) or auc) - auc) < 1e-6:
-        lo, hi = float(ci[0]), float(ci[1])
-    elif len(np.unique(y)) == 2:
-        out = bootstrap_auc_ci(y, prob, g, n_boot=1000, seed=0)
-        lo, hi = _ci(out)
-    out = {AUC: auc, CI_LOW: lo, CI_HIGH: hi, N_ROIS: int(len(p)),
+    if "auc_definition" in s and isinstance(s.get("auc_ci"), (list, tuple)):
+        h = {k: s.get(k) for k in ("auc", "auc_ci", "auc_definition", "auc_sd_repeats", "ensemble_auc",
+                                   "ensemble_auc_ci", "repeat_aucs")}
+    elif run.oof["label"].nunique() == 2:
+        r = headline_auc(run.oof, n_boot=int(s.get("n_boot") or 1000), seed=0)
+        h = {**r, "auc_definition": r["definition"]}
+    else:
+        h = {"auc": float("nan"), "auc_ci": [float("nan")] * 2, "auc_definition": "undefined (one class)"}
+    lo, hi = (float("nan") if v is None else float(v) for v in h["auc_ci"])
+    out = {AUC: float("nan") if h["auc"] is None else float(h["auc"]), CI_LOW: lo, CI_HIGH: hi,
+           AUC_DEFINITION: h.get("auc_definition"), AUC_SD_REPEATS: h.get("auc_sd_repeats"),
+           N_REPEATS: int(run.oof["repeat"].nunique()), N_ROIS: int(len(p)),
            N_PATIENTS: int(p["patient_id"].nunique()), PREVALENCE: float(y.mean()) if len(y) else None}
+    if h.get("ensemble_auc") is not None:
+        out.update({ENSEMBLE_AUC: h["ensemble_auc"], ENSEMBLE_AUC_CI: h.get("ensemble_auc_ci")})
     les = s.get("lesion")
     if isinstance(les, dict) and "auc" in les:   # views of one lesion pooled (summary.json)
         out.update({LESION_AUC: float(les["auc"]), LESION_CI: [float(v) for v in les["auc_ci"]],
@@ -267,7 +283,7 @@ def baseline_comparison(run, probs: dict) -> Finding:
     probs : input kind -> the baseline's OOF probabilities per manifest row
         (``Context.baseline_probs``).
     """
-    from ..metrics import delong_test
+    from ..stats import compare_aucs
     pooled = run.pooled
     rows = pooled["row"].to_numpy()
     y = pooled["label"].to_numpy()
@@ -276,10 +292,11 @@ def baseline_comparison(run, probs: dict) -> Finding:
         sel = np.isfinite(p[rows])
         if sel.sum() < 4 or len(np.unique(y[sel])) < 2:
             continue
-        d = delong_test(y[sel], pooled["prob"].to_numpy()[sel], p[rows][sel])
+        d = compare_aucs(y[sel], pooled["prob"].to_numpy()[sel], p[rows][sel],
+                         pooled["patient_id"].astype(str).to_numpy()[sel])
         res[kind] = {"baseline_auc": float(d["auc2"]), "recipe_auc": float(d["auc1"]),
                      "diff": float(d["diff"]), "ci": [float(d["ci"][0]), float(d["ci"][1])], "p": float(d["p"]),
-                     "n": int(sel.sum())}
+                     "test": d["test"], "n": int(sel.sum())}
     if not res:
         return Finding(BASELINE, "baseline", "Texture-feature baseline", "info",
                        "not measured: no inputs for texture features", values={SKIPPED: True})
@@ -293,7 +310,7 @@ def baseline_comparison(run, probs: dict) -> Finding:
         "logistic regression on texture features: "
         + "; ".join(f"{k} AUC {fmt(v['baseline_auc'])}" for k, v in res.items())
         + f"; the recipe: {fmt(b['recipe_auc'])} (recipe - best baseline = {fmt(b['diff'])}, "
-          f"95% CI {fmt(b['ci'][0])} to {fmt(b['ci'][1])}, DeLong p = {fmt(b['p'], 3)})",
+          f"95% CI {fmt(b['ci'][0])} to {fmt(b['ci'][1])}, {b['test']} p = {fmt(b['p'], 3)})",
         values={COMPARISONS: res, BEST_INPUT: best},
         figure="ablation",
         meaning=("A logistic regression on a few dozen texture numbers per component does better than "

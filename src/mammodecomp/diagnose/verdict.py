@@ -12,7 +12,7 @@ the cause, returns a :class:`Cause`::
 Causes are ranked by severity (high > medium > low), then by ``score``
 (how far past its threshold the evidence is). ``measured_fix`` is filled when
 the study holds a sibling run whose recipe removes the cause, with both AUCs
-and the paired DeLong difference on the same ROIs.
+and the paired difference on the same ROIs (``stats.compare_aucs``, its test named).
 
 Rules
 -----
@@ -40,7 +40,7 @@ Rules
   ``PERM_ALPHA`` *and* the recipe's own AUC CI not above 0.5 -> high (a
   recipe above chance is never called signal-free).
 * baseline beats the network: texture baseline AUC above the recipe's by
-  more than ``BASELINE_MARGIN`` (high when DeLong p < 0.05, else medium);
+  more than ``BASELINE_MARGIN`` (high when the paired p < 0.05, else medium);
   not applied on contiguous folds that skew the classes (there every model
   fails; the comparison is then part of that cause's evidence).
 * decomposition: components significantly worse than the raw ROI -> medium.
@@ -160,7 +160,7 @@ def _measured(comparisons: list[dict], *, need_grouped: bool = False) -> dict | 
     c = max(cands, key=lambda c: c["diff"])
     text = (f"{c['from']} ({c['from_recipe']}) -> {c['to']} ({c['to_recipe']}) on the same {c['n']} ROIs: "
             f"OOF AUC {fmt(c['auc_b'])} -> {fmt(c['auc_a'])} (difference {fmt(c['diff'])}, 95% CI "
-            f"{fmt(c['ci'][0])} to {fmt(c['ci'][1])}, DeLong p = {fmt(c['p'], 3)})")
+            f"{fmt(c['ci'][0])} to {fmt(c['ci'][1])}, {c.get('test', 'DeLong')} p = {fmt(c['p'], 3)})")
     if c.get("gap_from") is not None and c.get("gap_to") is not None:
         text += f"; train-val AUC gap {fmt(c['gap_from'], 2)} -> {fmt(c['gap_to'], 2)}"
     if not c.get("same_folds"):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write, read_json
-from . import plots
+from . import plots, stats_section
 
 __all__ = ["write_report", "render_html", "REPORT_FILE"]
 
@@ -100,7 +100,7 @@ def _figures(diag: dict, run, path: Path) -> dict:
         pooled = run.pooled
         folds = {f"r{r}f{f}": g for (r, f), g in run.oof.groupby(["repeat", "fold"])}
         safe("roc", lambda: plots.roc_figure(pooled, folds))
-        safe("calibration", lambda: plots.calibration_figure(pooled["label"], pooled["prob"]))
+        safe("stats_section", lambda: stats_section.render(run))   # operating points, calibration, subgroups
         if run.histories:
             safe("learning_curves", lambda: plots.learning_curves_figure(run.histories))
     cb, mo = F.get("split.class_balance"), F.get("split.manifest_order")
@@ -116,12 +116,12 @@ def _figures(diag: dict, run, path: Path) -> dict:
     rows = []
     ab = F.get("ablation.channels")
     for c in (ab or {}).get("values", {}).get("comparisons", []) or []:
-        rows.append({"label": f"{c['a']} - {c['b']}", "diff": c["diff"], "ci": c["ci"], "p": c["p"]})
+        rows.append({"label": f"{c['a']} - {c['b']}", "diff": c["diff"], "ci": c["ci"], "p": c["p"], "test": c.get("test")})
     bt = F.get("baseline.texture")
     for k, c in ((bt or {}).get("values", {}).get("comparisons", {}) or {}).items():
-        rows.append({"label": f"recipe - texture LR ({k})", "diff": c["diff"], "ci": c["ci"], "p": c["p"]})
+        rows.append({"label": f"recipe - texture LR ({k})", "diff": c["diff"], "ci": c["ci"], "p": c["p"], "test": c.get("test")})
     for c in diag.get("comparisons", []):
-        rows.append({"label": f"{c['to']} - {c['from']}", "diff": c["diff"], "ci": c["ci"], "p": c["p"]})
+        rows.append({"label": f"{c['to']} - {c['from']}", "diff": c["diff"], "ci": c["ci"], "p": c["p"], "test": c.get("test")})
     if rows:
         safe("ablation", lambda: plots.forest_figure(rows))
     sc = F.get("shortcut.nuisance")
@@ -163,7 +163,7 @@ def _header(diag: dict) -> str:
               f"{' (pretrained)' if h.get('pretrained') else ' (from scratch)'}, "
               f"{_e(h.get('decomposition'))} K={_e(h.get('k'))} ({_e(h.get('variant'))}), "
               f"{_e(h.get('cv_scheme'))} {_e(h.get('n_folds'))}-fold CV x{_e(h.get('n_repeats'))}")
-    kpis = [(f"{_num(h.get('auc'))}", "pooled OOF AUC (per ROI; repeats averaged)"),
+    kpis = [(f"{_num(h.get('auc'))}", h.get("auc_definition") or "pooled out-of-fold AUC"),
             (f"{_num(h.get('ci_low'))} - {_num(h.get('ci_high'))}", "95% CI (patient bootstrap)"),
             *([(f"{_num(h['lesion_auc'])} [{_num(h['lesion_ci'][0])}, {_num(h['lesion_ci'][1])}]",
                 f"per lesion ({h.get('n_lesions')} lesions; its views' mean log-odds)")]
@@ -246,12 +246,14 @@ def _comparisons(diag: dict) -> str:
         return ""
     body = "".join(
         f"<tr><td>{_e(c['to'])} ({_e(c['to_recipe'])})</td><td>{_num(c['auc_a'])}</td><td>{_num(c['auc_b'])}</td>"
-        f"<td>{_num(c['diff'])} [{_num(c['ci'][0])}, {_num(c['ci'][1])}]</td><td>{_num(c['p'], 4)}</td>"
+        f"<td>{_num(c['diff'])} [{_num(c['ci'][0])}, {_num(c['ci'][1])}]</td><td>{_num(c['p'], 4)} ({_e(c.get('test', 'delong'))})</td>"
         f"<td>{_num(c.get('gap_from'), 2)} &rarr; {_num(c.get('gap_to'), 2)}</td><td>{_e(c['n'])}</td>"
         f"<td>{'yes' if c.get('same_folds') else _e(str(c.get('scheme_from')) + ' vs ' + str(c.get('scheme_to')))}</td></tr>"
         for c in rows)
-    return ("<h3>Other recipes in this study, on the same ROIs</h3><table><tr><th>recipe</th><th>its AUC</th>"
-            f"<th>{_e(diag['primary'])} AUC</th><th>difference [95% CI]</th><th>DeLong p</th>"
+    return ("<h3>Other recipes in this study, on the same ROIs</h3><p class=\"note\">AUCs of each ROI's probability "
+            "averaged over a run's repeats (an ensemble when there are several; the headline is per repeat)</p>"
+            "<table><tr><th>recipe</th><th>its AUC</th>"
+            f"<th>{_e(diag['primary'])} AUC</th><th>difference [95% CI]</th><th>p (test)</th>"
             f"<th>train-val gap</th><th>ROIs</th><th>same folds</th></tr>{body}</table>")
 
 
@@ -260,10 +262,10 @@ def render_html(diag: dict, figs: dict) -> str:
     shown: set = set()
     parts = [_header(diag), "<main>", _verdict(diag)]
     head = ('<section><h2>Out-of-fold performance</h2>'
-            + _img(figs.get("roc"), "roc") + _img(figs.get("calibration"), "calibration")
+            + _img(figs.get("roc"), "roc")
             + _comparisons(diag) + "</section>")
     shown.update({"roc", "calibration"})
-    parts.append(head)
+    parts.append(head + (figs.get("stats_section") or ""))
     from ..diagnose.checks import families
     for fam, title in families():
         fs = [f for f in diag["findings"] if f["family"] == fam]

@@ -73,7 +73,8 @@ def roc_figure(pooled, fold_frames, n_boot: int = 200, seed: int = 0) -> str:
         if curves:
             lo, hi = np.quantile(np.array(curves), [0.025, 0.975], axis=0)
             ax.fill_between(grid, lo, hi, color="k", alpha=0.15, label="95% bootstrap band")
-        ax.plot(fpr, tpr, color="k", lw=2.5, label="pooled OOF")
+        ens = sum(len(g) for g in fold_frames.values()) > len(pooled)   # several repeats, averaged per ROI
+        ax.plot(fpr, tpr, color="k", lw=2.5, label="pooled OOF, repeats averaged (ensemble)" if ens else "pooled OOF")
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     single = [name for name, g in fold_frames.items() if g["label"].nunique() < 2]
     if single:
@@ -148,10 +149,10 @@ def forest_figure(rows: list[dict]) -> str:
         c = "#27ae60" if r["ci"][0] > 0 else "#c0392b" if r["ci"][1] < 0 else "#34495e"
         ax.errorbar(r["diff"], yv, xerr=[[r["diff"] - r["ci"][0]], [r["ci"][1] - r["diff"]]], fmt="o",
                     color=c, capsize=3)
-        ax.text(1.02, yv, f"p={r['p']:.3g}", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+        ax.text(1.02, yv, f"p={r['p']:.3g}" + (f" ({r['test']})" if r.get("test") else ""), transform=ax.get_yaxis_transform(), va="center", fontsize=7)
     ax.axvline(0, color="k", lw=1)
     ax.set(yticks=yy, yticklabels=[r["label"] for r in rows], xlabel="AUC difference (A - B), 95% CI",
-           title="Paired comparisons on the same ROIs (DeLong)")
+           title="Paired comparisons on the same ROIs (test named beside each p)")
     ax.tick_params(axis="y", labelsize=7)
     return to_data_uri(fig)
 
