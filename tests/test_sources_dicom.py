@@ -129,7 +129,9 @@ def test_cbis_missing_mask_and_csv(tmp_path):
     with pytest.raises(InputError, match=r"calc_case_description_test_set.csv, row 1, field 'ROI mask file path'"):
         build_manifest("cbis-ddsm", root)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no CBIS-DDSM description CSV"):
+    with pytest.raises(InputError, match=r"empty: no CBIS-DDSM layout found; expected one of: tcia \(TCIA download: "
+                                         r".*\); kaggle \(Kaggle JPEG re-publication: csv/ .* and "
+                                         r"jpeg/<SeriesInstanceUID>/1-NNN.jpg\)$"):
         build_manifest("cbis-ddsm", tmp_path / "empty")
     (tmp_path / "empty" / "mass_case_description_train_set.csv").write_text("patient_id,pathology\nP_1,BENIGN\n")
     with pytest.raises(InputError, match=r"missing column\(s\)"):
@@ -203,7 +205,7 @@ def test_vindr_errors(tmp_path):
     f = pd.read_csv(root / "finding_annotations.csv")
     f.loc[3, "ymax"] = 65.0  # film height 64
     f.to_csv(root / "finding_annotations.csv", index=False)
-    with pytest.raises(InputError, match=r"row 3: bbox .* reaches outside the 64x48 image"):
+    with pytest.raises(InputError, match=r"finding_annotations.csv, row 4: bbox .* reaches outside the 64x48 image"):
         build_manifest("vindr-mammo", root)
     f.loc[3, "image_id"] = "i9"
     f.to_csv(root / "finding_annotations.csv", index=False)
