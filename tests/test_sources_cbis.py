@@ -252,3 +252,31 @@ def test_cli_unknown_layout_and_misplaced_options(tmp_path):
     p = _cli(["data", "summary", "--source", "mias", "--root", "data", "--abnormality", "mass"], tmp_path)
     assert p.returncode == 2
     assert p.stderr == "error: --abnormality is for source(s) cbis-ddsm; source 'mias' does not take it\n"
+
+
+def test_readme_data_set_examples_print_what_the_readme_says(tmp_path, mias_root):
+    """Each `$ mammodecomp data ...` line of README's "Published data sets", run on the same fixtures."""
+    import re
+    from test_sources_dicom import vindr_layout
+    repo = Path(__file__).resolve().parents[1]
+    sec = (repo / "README.md").read_text().split("## Published data sets", 1)[1].split("\n## ", 1)[0]
+    kaggle = kaggle_layout(tmp_path / "cbis-kaggle")
+    _series_of(kaggle, "Mass-Test_P_00002_RIGHT_MLO", "full mammogram images").unlink()
+    vindr_layout(tmp_path / "vindr")
+    checked = 0
+    for block in re.findall(r"```console\n(.*?)```", sec, re.S):
+        cmds = re.split(r"^\$ ", block, flags=re.M)[1:]
+        for cmd in cmds:
+            line, *expect = cmd.rstrip("\n").split("\n")
+            args = line.split()[1:]
+            cwd = repo if "mias" in args else tmp_path
+            if "--out" in args:
+                args[args.index("--out") + 1] = str(tmp_path / "out" / "m.parquet")
+            p = _cli(args, cwd)
+            got = (p.stdout + p.stderr).replace(str(tmp_path), "/tmp/i17demo").splitlines()
+            if "build" not in args:
+                assert got == expect, line
+            else:
+                assert p.returncode == 0, p.stderr
+            checked += 1
+    assert checked == 6
