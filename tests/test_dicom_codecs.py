@@ -141,3 +141,25 @@ def test_modality_and_voi_lut_sequences(tmp_path):
     assert meta["voi"] == "lut"  # the LUT is preferred to the window
     np.testing.assert_allclose(out, vlut[a] / 255.0, atol=1e-6)
     np.testing.assert_allclose(read_image(pv, voi=False), a / 4095.0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_every_shipped_dicom_decodes_or_gives_one_line():
+    """Every DICOM that pydicom (and pydicom-data, where installed) ships: a [0, 1] image or one InputError line."""
+    from pydicom.data.data_manager import DATA_ROOT, external_data_sources
+    files = sorted((Path(DATA_ROOT) / "test_files").rglob("*.dcm"))
+    for src in external_data_sources().values():
+        files += sorted(Path(src.data_path).rglob("*.dcm")) if hasattr(src, "data_path") else []
+    assert len(files) > 60
+    ok = refused = 0
+    for f in files:
+        try:
+            out = read_image(f, max_pixels=20_000_000)
+        except InputError as e:
+            assert "\n" not in str(e) and str(f) in str(e), f
+            refused += 1
+            continue
+        assert out.ndim == 2 and out.dtype == np.float32 and np.isfinite(out).all(), f
+        assert 0 <= out.min() <= out.max() <= 1, f
+        ok += 1
+    assert ok > 30 and refused > 10, (ok, refused)
