@@ -310,7 +310,7 @@ def _read_dicom_checked(path: Path, max_pixels: int, apply_voi: bool = True):
     import pydicom
     from pydicom.errors import InvalidDicomError
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False)
+        ds = pydicom.dcmread(path, defer_size="4 MB")  # large pixel data is read only once the header passed
     except (InvalidDicomError, OSError, EOFError, ValueError) as e:
         raise InputError(f"cannot read DICOM ({type(e).__name__}: {e})", path=path) from None
     if "PixelData" not in ds:
