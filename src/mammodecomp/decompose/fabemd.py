@@ -80,9 +80,8 @@ def fabemd(x: torch.Tensor, k: int, **params):
         for wv in torch.unique(win).tolist():
             idx = torch.nonzero(win == wv).flatten()
             s = S.index_select(0, idx)
-            up = _mean_d4(box_filter(s, wv, "max"), wv)
-            lo = _mean_d4(box_filter(s, wv, "min"), wv)
-            M.index_copy_(0, idx, 0.5 * (up + lo))
+            # mean of the two smoothed envelopes == the smoothed mean of the MAX and MIN maps (linear filter)
+            M.index_copy_(0, idx, _mean_d4(0.5 * (box_filter(s, wv, "max") + box_filter(s, wv, "min")), wv))
         imfs.append(S - M)
         S = M
         prev = win
