@@ -161,6 +161,12 @@ def test_kaggle_partial_download(kaggle):
     shutil.rmtree(_series_of(kaggle, "Calc-Test_P_00004_RIGHT_CC_1", "ROI mask images").parent)
     df = build_manifest("cbis-ddsm", kaggle, skip_missing=True)
     assert len(df) == 3 and df.attrs["dropped"] == {"film file missing": 1, "ROI mask file missing": 1}
+    _series_of(kaggle, "Calc-Training_P_00003_LEFT_MLO_1", "ROI mask images").unlink()  # its crop stays
+    with pytest.raises(InputError, match=r"csv/calc_case_description_train_set.csv, row 1, field 'ROI mask file path'"
+                                         r": ROI mask not found"):
+        build_manifest("cbis-ddsm", kaggle, abnormality="calc", split="train")
+    df = build_manifest("cbis-ddsm", kaggle, skip_missing=True)
+    assert len(df) == 2 and df.attrs["dropped"] == {"film file missing": 1, "ROI mask file missing": 2}
     df = build_manifest("cbis-ddsm", kaggle, skip_missing=True, abnormality="mass", split="train")
     assert sorted(df.roi_id) == ["Mass-Training_P_00001_LEFT_CC_1", "Mass-Training_P_00001_LEFT_CC_2"]
     assert df.attrs["dropped"] == {"abnormality type not selected": 2, "split not selected": 1}

@@ -187,6 +187,9 @@ class _Tcia:
     def spacing(self, path: Path) -> float:
         return dicom_spacing(path)
 
+    def mask_absent(self, rels: list[str]) -> bool:
+        return False   # TCIA lists no files: an absent mask shows as no candidate at all
+
 
 class _Kaggle:
     """JPEGs under ``jpeg/<SeriesInstanceUID>/``, joined on the series UID through ``dicom_info.csv``."""
@@ -227,6 +230,11 @@ class _Kaggle:
             for rel in rels:
                 out += [p for p, d in self._series(_series_uid(rel)) if (want is None or d == want)]
         return [p for p in dict.fromkeys(out) if p.is_file()]
+
+    def mask_absent(self, rels: list[str]) -> bool:
+        """dicom_info.csv lists an ``ROI mask images`` file of these series that is not on disk."""
+        return any(d == MASK_DESC.lower() and not p.is_file()
+                   for rel in rels for p, d in self.by_uid.get(_series_uid(rel), []))
 
     def mask_bbox(self, path: Path):
         from PIL import Image
@@ -362,7 +370,11 @@ def cbis_ddsm_source(root: str | Path, task: str = "benign-malignant", *,
             if use_masks:
                 mrel = _clean(r["roi mask file path"])
                 crel = _clean(r["cropped image file path"]) if "cropped image file path" in df.columns else ""
-                cands = reader.mask_candidates([mrel] + ([crel] if crel else []))
+                rels = [mrel] + ([crel] if crel else [])
+                cands = reader.mask_candidates(rels)
+                sized = [m for m in cands if image_shape(m) == (h, w)]
+                if not sized and reader.mask_absent(rels):
+                    cands = []   # the crop is there, the listed mask is not: a partial download
                 if not cands:
                     if skip_missing:
                         dropped["ROI mask file missing"] += 1
@@ -370,7 +382,6 @@ def cbis_ddsm_source(root: str | Path, task: str = "benign-malignant", *,
                     raise InputError(f"ROI mask not found under {base} (looked for '{mrel}' and its folder, "
                                      f"{layout} layout){missing_hint}", path=csv, row=rown,
                                      field="ROI mask file path")
-                sized = [m for m in cands if image_shape(m) == (h, w)]
                 if not sized:
                     dropped["mask size differs from film"] += 1
                     continue
