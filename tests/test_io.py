@@ -90,7 +90,8 @@ def test_dicom_12bit_spacing_meta(tmp_path):
     p = write_dicom(tmp_path / "a.dcm", a, bits_stored=12, spacing=0.07)
     out, meta = read_image(p, return_meta=True)
     np.testing.assert_allclose(out, a / 4095.0, atol=1e-6)
-    assert meta == {"bits": 12, "photometric": "MONOCHROME2", "pixel_spacing_mm": pytest.approx(0.07)}
+    assert meta == {"bits": 12, "photometric": "MONOCHROME2", "pixel_spacing_mm": pytest.approx(0.07),
+                    "voi": None, "transfer_syntax": "1.2.840.10008.1.2.1"}
 
 
 def test_dicom_found_by_magic_without_suffix(tmp_path):

@@ -129,7 +129,9 @@ def test_cbis_missing_mask_and_csv(tmp_path):
     with pytest.raises(InputError, match=r"calc_case_description_test_set.csv, row 1, field 'ROI mask file path'"):
         build_manifest("cbis-ddsm", root)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no CBIS-DDSM description CSV"):
+    with pytest.raises(InputError, match=r"empty: no CBIS-DDSM layout found; expected one of: tcia \(TCIA download: "
+                                         r".*\); kaggle \(Kaggle JPEG re-publication: csv/ .* and "
+                                         r"jpeg/<SeriesInstanceUID>/1-NNN.jpg\)$"):
         build_manifest("cbis-ddsm", tmp_path / "empty")
     (tmp_path / "empty" / "mass_case_description_train_set.csv").write_text("patient_id,pathology\nP_1,BENIGN\n")
     with pytest.raises(InputError, match=r"missing column\(s\)"):
@@ -203,7 +205,7 @@ def test_vindr_errors(tmp_path):
     f = pd.read_csv(root / "finding_annotations.csv")
     f.loc[3, "ymax"] = 65.0  # film height 64
     f.to_csv(root / "finding_annotations.csv", index=False)
-    with pytest.raises(InputError, match=r"row 3: bbox .* reaches outside the 64x48 image"):
+    with pytest.raises(InputError, match=r"finding_annotations.csv, row 4: bbox .* reaches outside the 64x48 image"):
         build_manifest("vindr-mammo", root)
     f.loc[3, "image_id"] = "i9"
     f.to_csv(root / "finding_annotations.csv", index=False)
@@ -216,3 +218,28 @@ def test_vindr_errors(tmp_path):
     (root / "breast-level_annotations.csv").write_text("x\n1\n")
     with pytest.raises(InputError, match=r"finding_annotations.csv: missing column\(s\) \['finding_birads'\]"):
         build_manifest("vindr-mammo", root)
+
+
+def test_vindr_partial_download_names_csv_row(tmp_path):
+    root = vindr_layout(tmp_path / "vindr")
+    (root / "images" / "s2" / "i3.dicom").unlink()
+    with pytest.raises(InputError, match=r"finding_annotations.csv, row 4, field 'image_id': image file not found: "
+                                         r".*i3.dicom; pass --skip-missing"):
+        build_manifest("vindr-mammo", root)
+    df = build_manifest("vindr-mammo", root, skip_missing=True)
+    assert df.roi_id.tolist() == ["i1_1", "i1_2", "i4_1"] and df.attrs["dropped"]["image file missing"] == 1
+    df = build_manifest("vindr-mammo", root, skip_missing=True, split="training")
+    assert df.roi_id.tolist() == ["i1_1", "i1_2"] and df.attrs["dropped"]["split not selected"] == 2
+
+
+def test_vindr_summary_prints_the_data_set_counts(tmp_path, capsys):
+    from mammodecomp.cli import main
+    root = vindr_layout(tmp_path / "vindr")
+    try:
+        main(["data", "summary", "--source", "vindr-mammo", "--root", str(root)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("vindr-mammo (benign-malignant): 4 images, 2 studies; 4 ROIs (4 located) = 2 benign + "
+                      "2 malignant from 2 patients")
+    assert out[1] == "dropped: no box or no finding BI-RADS: 1, finding BI-RADS outside the label rule: 1"

@@ -29,6 +29,7 @@ class InputError(ValueError):
         # one line, always
         text = " ".join(str(text).split())
         super().__init__(text)
+        self.message = " ".join(str(message).split())   # without the file/row/field prefix
         self.path = path
         self.row = row
         self.field = field

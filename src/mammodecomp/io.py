@@ -218,7 +218,8 @@ def _quiet_decoders() -> Iterator[None]:
                 lg.setLevel(lv)
 
 
-def read_image(path: str | Path, *, max_pixels: int | None = None, return_meta: bool = False):
+def read_image(path: str | Path, *, max_pixels: int | None = None, return_meta: bool = False,
+               voi: bool = True):
     """Read a grey image as float32 in [0, 1].
 
     Parameters
@@ -227,13 +228,23 @@ def read_image(path: str | Path, *, max_pixels: int | None = None, return_meta: 
     max_pixels : refuse larger images before decoding them; default
         ``$MAMMODECOMP_MAX_PIXELS`` or 100 megapixels (:func:`max_pixels_limit`).
     return_meta : also return a dict with ``bits``, ``pixel_spacing_mm`` and
-        ``photometric`` where known.
+        ``photometric`` where known (DICOM: also ``voi`` and ``transfer_syntax``).
+    voi : DICOM only: apply the file's VOI LUT Sequence or window (the first
+        one) after its modality LUT or rescale, as a viewer shows it.
 
     Notes
     -----
     Colour images are converted to grey (ITU-R 601 luma). 16-bit PNG/TIFF keep
     their depth; a 16-bit container holding 12-bit data (max < 4096) is
     scaled by 4095.
+
+    DICOM pixels are decoded by pydicom's pixel handlers, so compressed
+    transfer syntaxes (JPEG Lossless, JPEG-LS, JPEG 2000, 12-bit JPEG
+    Extended, RLE) read through pylibjpeg and its plugins (dependencies).
+    Modality LUT (or rescale) and VOI LUT (or window) are applied with
+    pydicom's ``apply_modality_lut``/``apply_voi_lut``; [0, 1] is the output
+    range of the last of them. Frames, samples and pixels are counted from
+    the header, before any decoding: multi-frame and colour files are refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -243,7 +254,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None, return_meta: 
     meta: dict = {"bits": None, "pixel_spacing_mm": None, "photometric": None}
     with _quiet_decoders():
         if suffix in {".dcm", ".dicom"} or _looks_dicom(path):
-            arr, meta = _read_dicom(path, max_pixels)
+            arr, meta = _read_dicom(path, max_pixels, voi)
             out = arr
         elif suffix in {".tif", ".tiff"}:
             out = _read_tiff(path, max_pixels, meta)
@@ -312,9 +323,9 @@ def _read_tiff(path: Path, max_pixels: int, meta: dict) -> np.ndarray:
     return _to_unit(arr, path)
 
 
-def _read_dicom(path: Path, max_pixels: int):
+def _read_dicom(path: Path, max_pixels: int, apply_voi: bool = True):
     try:
-        return _read_dicom_checked(path, max_pixels)
+        return _read_dicom_checked(path, max_pixels, apply_voi)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt headers
@@ -323,45 +334,110 @@ def _read_dicom(path: Path, max_pixels: int):
                          "grey DICOM", path=path) from None
 
 
-def _read_dicom_checked(path: Path, max_pixels: int):
+def _read_dicom_checked(path: Path, max_pixels: int, apply_voi: bool = True):
     import pydicom
     from pydicom.errors import InvalidDicomError
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False)
+        ds = pydicom.dcmread(path, defer_size="4 MB")  # large pixel data is read only once the header passed
     except (InvalidDicomError, OSError, EOFError, ValueError) as e:
         raise InputError(f"cannot read DICOM ({type(e).__name__}: {e})", path=path) from None
     if "PixelData" not in ds:
         raise InputError("DICOM has no pixel data", path=path)
-    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
-    _check_pixels((rows, cols), path, max_pixels)
-    try:
-        arr = ds.pixel_array
-    except Exception as e:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise InputError(f"cannot decode DICOM pixel data (transfer syntax {ts}: {e}); "
-                         "expected an uncompressed or supported transfer syntax", path=path) from None
-    if arr.ndim != 2:
-        raise InputError(f"expected a single-frame grey DICOM, got pixel array of shape {arr.shape}", path=path)
+    # everything the limit needs comes from the header: nothing is decoded before these checks
+    rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    n = frames * samples * rows * cols
+    if n > max_pixels:
+        raise InputError(f"image has {n} pixels ({frames} frame(s) of {rows}x{cols}"
+                         + (f" x {samples} samples" if samples > 1 else "")
+                         + f"), above the limit of {max_pixels} (raise max_pixels if this is intended)", path=path)
+    if frames != 1:
+        raise InputError(f"DICOM has {frames} frames of {rows}x{cols}; expected a single-frame grey image "
+                         "(nothing was decoded)", path=path)
+    if samples != 1:
+        raise InputError(f"DICOM has {samples} samples per pixel ({ds.get('PhotometricInterpretation', '?')}); "
+                         "expected a single-frame grey image", path=path)
     bits = int(getattr(ds, "BitsStored", 16))
     if not 1 <= bits <= 32:
         raise InputError(f"DICOM BitsStored is {bits}; expected 1 to 32", path=path)
-    arr = arr.astype(np.float64)
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    lo_raw, hi_raw = 0.0, float(2 ** bits - 1)
-    if int(getattr(ds, "PixelRepresentation", 0)) == 1:
-        lo_raw, hi_raw = -float(2 ** (bits - 1)), float(2 ** (bits - 1) - 1)
-    arr = arr * slope + intercept
-    lo, hi = lo_raw * slope + intercept, hi_raw * slope + intercept
+    try:
+        arr = ds.pixel_array   # pydicom's pixel handlers (pylibjpeg, Pillow, gdcm where installed)
+    except Exception as e:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        name = getattr(ts, "name", "") if ts != "unknown" else ""
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot decode DICOM pixel data (transfer syntax {ts}{f' {name}' if name else ''}: "
+                         f"{first}); expected an uncompressed transfer syntax or one that pydicom's installed "
+                         "decoders (pylibjpeg, Pillow) read", path=path) from None
+    if arr.ndim != 2:
+        raise InputError(f"expected a single-frame grey DICOM, got pixel array of shape {arr.shape}", path=path)
+    out, lo, hi, voi = _dicom_luts(arr, ds, bits, apply_voi)
     if hi < lo:
         lo, hi = hi, lo
-    out = ((arr - lo) / (hi - lo)).astype(np.float32)
+    out = ((out.astype(np.float64) - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "MONOCHROME1":
         out = 1.0 - out
     if not np.all(np.isfinite(out)):
         raise InputError("DICOM has NaN or Inf pixels", path=path)
     spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
-    meta = {"bits": bits, "photometric": photometric,
+    meta = {"bits": bits, "photometric": photometric, "voi": voi,
+            "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) or None,
             "pixel_spacing_mm": float(spacing[0]) if spacing else None}
     return np.clip(out, 0.0, 1.0), meta
+
+
+def _lut_depth(item) -> int:
+    return int(item.LUTDescriptor[2])
+
+
+def _dicom_luts(arr: np.ndarray, ds, bits: int, apply_voi: bool):
+    """Modality LUT (or rescale), then VOI LUT (or window), with pydicom's own functions.
+
+    Returns ``(values, lo, hi, voi)``: the values and the output range of the
+    last transform applied, which maps to [0, 1]. Without a VOI transform the
+    range is that of the stored bits through the modality transform (a 12-bit
+    image in a 16-bit container is divided by 4095); with a window it is the
+    window's output range, and with a VOI LUT Sequence the LUT's nominal
+    depth, so two files that differ only in ``BitsStored`` read alike.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    raw_lo, raw_hi = (-float(2 ** (bits - 1)), float(2 ** (bits - 1) - 1)) if signed else (0.0, float(2 ** bits - 1))
+    if ds.get("ModalityLUTSequence"):
+        lo, hi = 0.0, float(2 ** _lut_depth(ds.ModalityLUTSequence[0]) - 1)
+    else:
+        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+        lo, hi = raw_lo * slope + intercept, raw_hi * slope + intercept
+        if ("RescaleSlope" in ds) != ("RescaleIntercept" in ds):  # pydicom needs both; one alone still counts
+            arr = arr.astype(np.float64) * slope + intercept
+    values = apply_modality_lut(arr, ds)
+    voi = None
+    if apply_voi and ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        n_entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+        if _lut_depth(item) == 8 and n_entries > 256:
+            # pydicom 3.0 indexes an 8-bit LUT with uint8 indices (entries past 255 wrap): give it the
+            # same entries declared as 16-bit (their values are unchanged; the range stays 8-bit below)
+            import copy
+
+            from pydicom.dataset import Dataset
+            from pydicom.pixels.processing import apply_voi
+            tmp = Dataset()
+            tmp.VOILUTSequence = copy.deepcopy(ds.VOILUTSequence)
+            tmp.VOILUTSequence[0].LUTDescriptor = [int(item.LUTDescriptor[0]), first, 16]
+            if hasattr(ds, "file_meta"):
+                tmp.file_meta = ds.file_meta
+            values = apply_voi(np.asarray(values), tmp, index=0)
+        else:
+            values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+        lo, hi, voi = 0.0, float(2 ** _lut_depth(item) - 1), "lut"
+    elif apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        width = ds["WindowWidth"].value
+        width = float(width[0] if ds["WindowWidth"].VM > 1 else width)
+        if width >= 1:
+            values = apply_voi_lut(values, ds, index=0, prefer_lut=False)
+            voi = "window"   # its output range is the modality range computed above (pydicom's y_min, y_max)
+    return values, lo, hi, voi

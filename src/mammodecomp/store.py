@@ -48,7 +48,7 @@ from .errors import InputError, VersionMismatchError
 from .io import read_json, write_json
 
 #: bump when any decomposition's output changes for the same inputs
-CODE_VERSION = "decompose-3"  # 2: vmd runs the compiled CPU kernel; 3: its sums in a fixed order (rounding differs)
+CODE_VERSION = "decompose-4"  # 2: vmd runs the compiled CPU kernel; 3: its sums in a fixed order (rounding differs); 4: fabemd mean filter exactly D4-symmetric (rounding, and on plateaued films the windows, differ)
 #: bump when the store's layout (file names, sidecars) changes
 STORE_FORMAT = 1
 

@@ -1,7 +1,9 @@
 """``mammodecomp data``: summarise a data set and build its manifest.
 
 ``data summary --source mias --root DIR [--task T] [--json]`` prints the
-counts of :func:`mammodecomp.sources.summarize`; ``data build --source ...
+counts of :func:`mammodecomp.sources.summarize` (and the rows dropped, per
+reason); ``--skip-missing``, ``--abnormality`` and ``--split`` keep a partial
+download and select CBIS-DDSM/VinDr-Mammo rows, on ``summary`` and ``build`` alike; ``data build --source ...
 --root ... --out manifest.parquet`` writes the validated manifest
 (Parquet, or CSV by suffix) atomically.
 """
@@ -23,12 +25,62 @@ def summary_line(s: dict) -> str:
     ...               "films": 2, "located_rois": 3, "patients_with_rois": 2,
     ...               "dataset": {"films": 5, "patients": 4}})
     '5 films, 4 patients; 3 ROIs (3 located) = 1 benign + 2 malignant from 2 patients'
+
+    The data set's own counts come first (what the source read: all films
+    and patients, or VinDr-Mammo's images and studies), then the manifest's.
+
+    >>> summary_line({"rois": 4, "classes": {"benign": 2, "malignant": 2}, "patients": 2, "films": 3,
+    ...               "located_rois": 4, "patients_with_rois": 2,
+    ...               "dataset": {"images": 16, "studies": 4, "finding_rows": 9}})
+    '16 images, 4 studies; 4 ROIs (4 located) = 2 benign + 2 malignant from 2 patients'
     """
     ds = s.get("dataset", {})
-    films, patients = ds.get("films", s["films"]), ds.get("patients", s["patients"])
+    if "images" in ds and "studies" in ds:
+        head = f"{ds['images']} images, {ds['studies']} studies"
+    else:
+        head = f"{ds.get('films', s['films'])} films, {ds.get('patients', s['patients'])} patients"
     classes = " + ".join(f"{n} {name}" for name, n in s["classes"].items())
-    return (f"{films} films, {patients} patients; {s['rois']} ROIs ({s['located_rois']} located) = {classes} "
+    return (f"{head}; {s['rois']} ROIs ({s['located_rois']} located) = {classes} "
             f"from {s['patients']} patients")
+
+
+_SELECTION = {  # option -> sources that take it
+    "skip_missing": ("cbis-ddsm", "vindr-mammo"),
+    "abnormality": ("cbis-ddsm",),
+    "split": ("cbis-ddsm", "vindr-mammo"),
+}
+
+
+def _selection_kw(source: str, skip_missing: bool, abnormality: str | None, split: str | None) -> dict:
+    """Source keywords for partial downloads and row selection; an option the source lacks is an error."""
+    from ..errors import InputError
+    given = {"skip_missing": skip_missing or None, "abnormality": abnormality, "split": split}
+    kw = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if source not in _SELECTION[name]:
+            raise InputError(f"--{name.replace('_', '-')} is for source(s) {', '.join(_SELECTION[name])}; "
+                             f"source '{source}' does not take it")
+        kw[name] = value
+    if "abnormality" in kw:
+        kw["abnormality"] = tuple(a.strip() for a in kw["abnormality"].split(",") if a.strip())
+    return kw
+
+
+def _print_summary(s: dict) -> None:
+    typer.echo(f"{s['source']} ({s['task']}): {summary_line(s)}")
+    if s["dropped"]:
+        typer.echo("dropped: " + ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()))
+    ds = s.get("dataset", {})
+    if ds.get("masks"):
+        typer.echo(f"masks: {ds['masks']}")
+
+
+_SKIP_HELP = ("cbis-ddsm, vindr-mammo: drop rows whose image or mask file is absent (a partial download), "
+              "counted per reason in the summary")
+_ABN_HELP = "cbis-ddsm: mass, calc or mass,calc (default both)"
+_SPLIT_HELP = "cbis-ddsm: train or test; vindr-mammo: training (train) or test (the official split)"
 
 
 def _patient_kw(source: str, patient_from_dicom: bool, salt_file: Path | None, folder: Path | None) -> dict:
@@ -61,20 +113,23 @@ def summary(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, v
             as_json: bool = typer.Option(False, "--json", help="print the full summary as JSON"),
             patient_from_dicom: bool = typer.Option(
                 False, "--patient-from-dicom",
-                help="folder source: count patients by DICOM PatientID (hashed with a throw-away salt)")) -> None:
+                help="folder source: count patients by DICOM PatientID (hashed with a throw-away salt)"),
+            skip_missing: bool = typer.Option(False, "--skip-missing", help=_SKIP_HELP),
+            abnormality: Optional[str] = typer.Option(None, "--abnormality", help=_ABN_HELP),
+            split: Optional[str] = typer.Option(None, "--split", help=_SPLIT_HELP)) -> None:
     """Count films, patients, ROIs and classes of a data set.
 
     Example: mammodecomp data summary --source mias --root ../shared/data/mini-mias
     """
     from ..sources import build_manifest, summarize
 
-    s = summarize(build_manifest(source, root, task=task, **_patient_kw(source, patient_from_dicom, None, None)))
+    kw = _selection_kw(source, skip_missing, abnormality, split)
+    kw.update(_patient_kw(source, patient_from_dicom, None, None))
+    s = summarize(build_manifest(source, root, task=task, **kw))
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
         return
-    typer.echo(f"{s['source']} ({s['task']}): {summary_line(s)}")
-    if s["dropped"]:
-        typer.echo("dropped: " + ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()))
+    _print_summary(s)
 
 
 @data_app.command("build")
@@ -89,7 +144,10 @@ def build(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vin
           salt_file: Optional[Path] = typer.Option(
               None, "--salt-file",
               help="salt for --patient-from-dicom (default: .mammodecomp-salt beside --out, made with mode "
-                   "0600 if missing, reused if present)")) -> None:
+                   "0600 if missing, reused if present)"),
+          skip_missing: bool = typer.Option(False, "--skip-missing", help=_SKIP_HELP),
+          abnormality: Optional[str] = typer.Option(None, "--abnormality", help=_ABN_HELP),
+          split: Optional[str] = typer.Option(None, "--split", help=_SPLIT_HELP)) -> None:
     """Build and validate a manifest, and write it atomically.
 
     Example: mammodecomp data build --source mias --root ../shared/data/mini-mias --out manifest.parquet
@@ -98,7 +156,11 @@ def build(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, vin
     from ..sources import build_manifest, summarize
 
     kw = {"seed": seed} if source == "mias" else {}
+    kw.update(_selection_kw(source, skip_missing, abnormality, split))
     kw.update(_patient_kw(source, patient_from_dicom, salt_file, out.parent))
     df = build_manifest(source, root, task=task, **kw)
     save_manifest(df, out)
-    typer.echo(f"wrote {out} ({summary_line(summarize(df))})")
+    s = summarize(df)
+    typer.echo(f"wrote {out} ({summary_line(s)})")
+    if s["dropped"]:
+        typer.echo("dropped: " + ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()))

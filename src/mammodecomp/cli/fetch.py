@@ -14,11 +14,14 @@ def fetch_cmd(
     dataset: str = typer.Argument(..., help="Data set to fetch: mias."),
     dest: Path = typer.Option(..., "--dest", help="Folder to create (left untouched if it already holds the data)."),
     url: Optional[str] = typer.Option(None, "--url", help="Archive URL (default: the official one)."),
-    archive: Optional[Path] = typer.Option(None, "--archive", help="Use a local copy of the archive instead of downloading."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="Use a local copy instead of downloading: the archive, or a folder of its unpacked files."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
     size: Optional[int] = typer.Option(None, "--size", help="Expected size of the archive in bytes."),
 ):
     """Download the official archive (when the network allows), check it, unpack it.
+
+    Every film's decoded pixels are checked against the SHA-256 table shipped
+    with mammodecomp; a missing or altered film refuses the archive.
 
     Example: mammodecomp data fetch mias --dest data/mini-mias
     """

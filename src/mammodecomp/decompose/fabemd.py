@@ -21,7 +21,14 @@ Windows are per image; images sharing a window are filtered together (a loop
 over distinct window sizes, not over images).
 
 Boundaries are symmetric and the windows square, so flips and 90-degree
-rotations commute with the decomposition.
+rotations commute with the decomposition *exactly*, bit for bit: the max and
+min filters are order-free, and the mean filter (:func:`_mean_d4`) is the
+average of its forward and mirrored running sums on each axis and of its
+two axis orders, so the image and its flip or transpose go through the same
+additions. This matters because the window comes from counts of extrema
+with ``>=``/``<=``: on 8-bit films with plateaus, a rounding difference
+between an image and its flip used to change those counts, the rounded
+window and every IMF after it (up to 0.10 on 320-px mini-MIAS crops).
 """
 from __future__ import annotations
 
@@ -29,7 +36,20 @@ from __future__ import annotations
 import torch
 
 from . import METHODS, _check_params
-from ._filters import box_filter
+from ._filters import _box_axis, box_filter
+
+
+def _mean_axis(x: torch.Tensor, w: int, axis: int) -> torch.Tensor:
+    fwd = _box_axis(x, w, "mean", axis)
+    bwd = _box_axis(x.flip(axis), w, "mean", axis).flip(axis)
+    return 0.5 * (fwd + bwd)  # a + b == b + a: mirrored input, mirrored output, same bits
+
+
+def _mean_d4(x: torch.Tensor, w: int) -> torch.Tensor:
+    """``w x w`` moving mean that commutes exactly with the 8 symmetries of the square."""
+    rc = _mean_axis(_mean_axis(x, w, -2), w, -1)
+    cr = _mean_axis(_mean_axis(x, w, -1), w, -2)
+    return 0.5 * (rc + cr)
 
 
 def _windows(S: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -60,9 +80,8 @@ def fabemd(x: torch.Tensor, k: int, **params):
         for wv in torch.unique(win).tolist():
             idx = torch.nonzero(win == wv).flatten()
             s = S.index_select(0, idx)
-            up = box_filter(box_filter(s, wv, "max"), wv, "mean")
-            lo = box_filter(box_filter(s, wv, "min"), wv, "mean")
-            M.index_copy_(0, idx, 0.5 * (up + lo))
+            # mean of the two smoothed envelopes == the smoothed mean of the MAX and MIN maps (linear filter)
+            M.index_copy_(0, idx, _mean_d4(0.5 * (box_filter(s, wv, "max") + box_filter(s, wv, "min")), wv))
         imfs.append(S - M)
         S = M
         prev = win

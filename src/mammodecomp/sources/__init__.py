@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..manifest import validate_manifest
 from ..registry import Registry
 
@@ -56,10 +57,28 @@ def build_manifest(source: str, root: str | Path, task: str = "benign-malignant"
     root = Path(root).absolute()   # a relative root must not be applied twice
     df = fn(root, task=task, **kw)
     attrs = dict(df.attrs)
-    out = validate_manifest(df, path=Path(root), root=Path(root) if Path(root).is_dir() else Path(root).parent,
-                            check_files=check_files)
+    try:
+        out = validate_manifest(df, path=Path(root), root=Path(root) if Path(root).is_dir() else Path(root).parent,
+                                check_files=check_files)
+    except InputError as e:
+        raise _in_source_terms(e, df) from None
     out.attrs = {**attrs, "source": source, "task": task}
     return out
+
+
+def _in_source_terms(e: InputError, df: pd.DataFrame) -> InputError:
+    """A validation error about manifest row *n*, told as the row (and column) of the source's own CSV.
+
+    Sources that read an annotation CSV give each manifest row ``csv_file``
+    (relative to ``attrs["csv_root"]``) and ``csv_row``, and may map manifest
+    fields to their CSV columns in ``attrs["csv_fields"]``.
+    """
+    if e.row is None or not {"csv_file", "csv_row"} <= set(df.columns) or not 1 <= e.row <= len(df):
+        return e
+    r = df.iloc[e.row - 1]
+    base = Path(df.attrs.get("csv_root", "."))
+    field = df.attrs.get("csv_fields", {}).get(e.field, e.field) if e.field else None
+    return InputError(e.message, path=base / str(r["csv_file"]), row=int(r["csv_row"]), field=field)
 
 
 def _has_coords(df: pd.DataFrame) -> np.ndarray:

@@ -21,9 +21,13 @@ BI-RADS assessment stands in for it):
 
 Boxes are pixels of the film: ``bbox_row0 = ymin, bbox_col0 = xmin,
 bbox_row1 = ymax, bbox_col1 = xmax``. Patient = ``study_id`` (one study per
-woman in VinDr-Mammo). The official ``split`` is kept. The breast-level CSV
-gives the data-set counts (images, studies) and must list every image a
-finding refers to.
+woman in VinDr-Mammo). The official ``split`` is kept, and ``split=`` selects
+``training`` (``train``) or ``test``. The breast-level CSV gives the data-set
+counts (images, studies), which ``data summary`` prints, and must list every
+image a finding refers to. A finding whose DICOM is absent is an error naming
+its row of ``finding_annotations.csv``, or, with ``skip_missing=True`` (a
+partial download), dropped and counted. Errors found when the manifest is
+validated (a box outside its film) also name that CSV's row and column.
 """
 from __future__ import annotations
 
@@ -71,7 +75,8 @@ def _categories(value) -> list[str]:
 @SOURCES.register("vindr-mammo")
 def vindr_source(root: str | Path, task: str = "benign-malignant", *,
                  benign_birads: tuple[int, ...] = (2, 3), malignant_birads: tuple[int, ...] = (4, 5),
-                 categories: tuple[str, ...] | None = None, read_spacing: bool = True) -> pd.DataFrame:
+                 categories: tuple[str, ...] | None = None, read_spacing: bool = True,
+                 split: str | None = None, skip_missing: bool = False) -> pd.DataFrame:
     """Manifest for VinDr-Mammo findings (see the module docstring for the label rule).
 
     Parameters
@@ -80,6 +85,8 @@ def vindr_source(root: str | Path, task: str = "benign-malignant", *,
     benign_birads, malignant_birads : finding BI-RADS categories mapped to 0 and 1.
     categories : keep only findings with one of these categories (e.g. ``("Mass",)``).
     read_spacing : read ``PixelSpacing`` from the DICOM headers of kept films.
+    split : ``training`` (or ``train``) or ``test``: keep that official split only.
+    skip_missing : drop (and count) findings whose DICOM file is absent.
     """
     check_task("vindr-mammo", task, ("benign-malignant",))
     root = require_dir(root, "VinDr-Mammo")
@@ -113,6 +120,26 @@ def vindr_source(root: str | Path, task: str = "benign-malignant", *,
         sel = cats.map(lambda c: bool(want & set(c)))
         dropped["category not selected"] = int((keep & ~sel).sum())
         keep &= sel
+    if split is not None:
+        want_split = {"train": "training"}.get(split, split)
+        if want_split not in ("training", "test"):
+            raise InputError(f"split '{split}' is not training (train) or test (VinDr-Mammo's official split)",
+                             field="split")
+        sel = f["split"].astype(str).str.strip() == want_split
+        dropped["split not selected"] = int((keep & ~sel).sum())
+        keep &= sel
+    paths = pd.Series([str(root / "images" / str(s) / f"{i}.dicom") for s, i in zip(f["study_id"], f["image_id"])],
+                      index=f.index)
+    present = pd.Series(False, index=f.index)
+    present[keep] = [Path(q).is_file() for q in paths[keep]]
+    absent = keep & ~present
+    if absent.any():
+        i = int(np.flatnonzero(absent.to_numpy())[0])
+        if not skip_missing:
+            raise InputError(f"image file not found: {paths.iloc[i]}; pass --skip-missing (skip_missing=True) to "
+                             "keep the findings whose files are there", path=fpath, row=i + 1, field="image_id")
+        dropped["image file missing"] = int(absent.sum())
+        keep &= present
     g = f[keep].copy()
     bx = box[keep]
     g["label"] = lab[keep].astype(int)
@@ -128,12 +155,15 @@ def vindr_source(root: str | Path, task: str = "benign-malignant", *,
         "image_width": pd.to_numeric(g["width"], errors="coerce"),
         "split": g["split"].astype(str), "finding_birads": g["finding_birads"], "breast_birads": g["breast_birads"],
         "breast_density": g["breast_density"], "study_id": g["study_id"], "image_id": g["image_id"],
-        "csv_row": g["csv_row"],
+        "csv_row": g["csv_row"], "csv_file": fpath.name,
     }).reset_index(drop=True)
     if read_spacing:
         cache: dict[str, float] = {}
         out["pixel_spacing_mm"] = [cache.setdefault(p, dicom_spacing(p)) for p in out["image_path"]]
     out.attrs["dataset"] = {"images": int(b["image_id"].nunique()), "studies": int(b["study_id"].nunique()),
                             "finding_rows": int(len(f))}
-    out.attrs["dropped"] = dropped
+    out.attrs["dropped"] = {k: v for k, v in dropped.items() if v}
+    out.attrs["csv_root"] = str(root)
+    out.attrs["csv_fields"] = {"bbox_row0": "ymin", "bbox_col0": "xmin", "bbox_row1": "ymax", "bbox_col1": "xmax",
+                               "image_height": "height", "image_width": "width", "label": "finding_birads"}
     return out
