@@ -127,7 +127,8 @@ def summary(source: str = typer.Option(..., "--source", help="mias, cbis-ddsm, v
     kw.update(_patient_kw(source, patient_from_dicom, None, None))
     s = summarize(build_manifest(source, root, task=task, **kw))
     if as_json:
-        typer.echo(json.dumps(s, indent=2, default=str))
+        from ..io import strict_json
+        typer.echo(json.dumps(strict_json(s), indent=2, default=str))
         return
     _print_summary(s)
 
