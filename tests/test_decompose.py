@@ -235,7 +235,10 @@ def test_vmd_numba_kernel_equals_torch_path(tol, tau, dc):
     finally:
         torch.set_num_threads(prev)
     assert numba.config.NUMBA_NUM_THREADS >= 1
-    assert torch.equal(c1, cn) and torch.equal(alone[0], cn[1])  # bitwise
+    assert torch.equal(c1, cn)  # bitwise, whatever the thread count
+    # alone vs in a batch: torch's batched rfft2 (before the kernel) rounds an image of a batch and
+    # the same image alone differently on some CPUs (1.4e-14 here), so the batch is held to 1e-12
+    np.testing.assert_allclose(alone[0].numpy(), cn[1].numpy(), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("residual", ["channel", "fold"])
