@@ -27,7 +27,7 @@ def test_file_then_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["train.epoch=3"], "config field 'train.epoch': unknown key; expected one of: epochs"),
+    (["train.epoch=3"], "config field 'train.epoch': unknown key (did you mean 'train.epochs'?); expected one of: epochs"),
     (["train.epochs=abc"], "config field 'train.epochs': Input should be a valid integer"),
     (["cv.n_folds=1"], "config field 'cv.n_folds': Input should be greater than or equal to 2"),
     (["train.epochs"], "override 'train.epochs' is not key=value"),

@@ -12,7 +12,7 @@ run directory.
 >>> resolve_config(overrides=["train.epoch=3"])
 Traceback (most recent call last):
 ...
-mammodecomp.errors.InputError: config field 'train.epoch': unknown key; expected one of: ...
+mammodecomp.errors.InputError: config field 'train.epoch': unknown key (did you mean 'train.epochs'?); expected one of: ...
 """
 from __future__ import annotations
 
@@ -198,7 +198,10 @@ def _first_error(e: ValidationError, where: str | None) -> InputError:
             ann = model.model_fields[str(p)].annotation
             model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else model
         known = ", ".join(model.model_fields)
-        return InputError(f"config field '{loc}': unknown key; expected one of: {known}", path=where)
+        import difflib
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1, cutoff=0.75)
+        hint = f" (did you mean '{'.'.join([*map(str, parent), close[0]])}'?)" if close else ""
+        return InputError(f"config field '{loc}': unknown key{hint}; expected one of: {known}", path=where)
     return InputError(f"config field '{loc}': {err['msg']} (got {err.get('input')!r})", path=where)
 
 
