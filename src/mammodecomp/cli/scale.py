@@ -6,23 +6,21 @@ from typing import List, Optional
 
 import typer
 
+from . import _options as o
 from . import app
 
 scale_app = typer.Typer(no_args_is_help=True,
                         help="Scale out: decompose with Ray; folds as Ray tasks or data-parallel with torchrun.")
 app.add_typer(scale_app, name="scale")
 
-_CONFIG = typer.Option(None, "--config", "-c", help="YAML config (as for `mammodecomp cv`).")
-_RECIPE = typer.Option(None, "--recipe", "-r", help="seed | small | finetune | probe.")
-_SET = typer.Option([], "--set", "-s", help="Override a config key, e.g. --set train.epochs=10 (repeatable).")
 _ADDRESS = typer.Option(None, "--address", help="Ray cluster address ('auto' on a cluster node, ray://host:10001); default: start a local Ray.")
 
 
 @scale_app.command("decompose")
 def decompose_cmd(
-    config: Optional[Path] = _CONFIG,
-    recipe: Optional[str] = _RECIPE,
-    set_: List[str] = _SET,
+    config: Optional[Path] = o.CONFIG,
+    recipe: Optional[str] = o.RECIPE,
+    set_: List[str] = o.SET,
     out: Path = typer.Option(Path("runs/cv"), "--out", "-o", help="The run directory the study will use (locates the default store)."),
     address: Optional[str] = _ADDRESS,
     engine: str = typer.Option("data", "--engine", help="data (Ray Data map_batches) | tasks (plain Ray tasks)."),
@@ -47,16 +45,16 @@ def decompose_cmd(
 
 @scale_app.command("cv")
 def cv_cmd(
-    config: Optional[Path] = _CONFIG,
-    recipe: Optional[str] = _RECIPE,
-    set_: List[str] = _SET,
-    out: Path = typer.Option(Path("runs/cv"), "--out", "-o", help="Run directory (resumed if it exists with the same config)."),
+    config: Optional[Path] = o.CONFIG,
+    recipe: Optional[str] = o.RECIPE,
+    set_: List[str] = o.SET,
+    out: Path = o.out_option("runs/cv", "Run directory (resumed if it exists with the same config)."),
     runner: str = typer.Option("ray", "--runner", help="ray (one task per fold) | torchrun (each fold data-parallel on this machine) | serial | prepare (write the run directory, train nothing, print one torchrun command per pending fold)."),
     address: Optional[str] = _ADDRESS,
     gpus_per_fold: Optional[float] = typer.Option(None, "--gpus-per-fold", help="Ray: GPUs per fold (default 1 if the cluster has GPUs, else 0; 0.25 packs four folds on a GPU)."),
     cpus_per_fold: float = typer.Option(1.0, "--cpus-per-fold", help="Ray: CPUs per fold."),
     nproc_per_node: int = typer.Option(2, "--nproc-per-node", help="torchrun: processes (GPUs) per fold."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+    overwrite: bool = o.OVERWRITE,
 ):
     """Cross-validate with the folds on a Ray cluster or each fold under torchrun.
 
