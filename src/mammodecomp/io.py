@@ -111,7 +111,10 @@ def strict_json(obj):
         return f if np.isfinite(f) else None
     if obj is None or isinstance(obj, str):
         return obj
-    return _json_default(obj)
+    try:
+        return _json_default(obj)     # Path -> str
+    except TypeError:                 # not JSON at all: left for json.dumps to name
+        return obj
 
 
 def _json_default(o):

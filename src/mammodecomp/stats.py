@@ -42,6 +42,7 @@ from scipy.stats import t as t_dist
 
 from .errors import InputError
 from .metrics import _check_yp, _delong_components, _weighted_aucs, delong_cov
+from .io import strict_json as jsonable   # one strict-JSON conversion for the package
 
 __all__ = ["compare_aucs", "obuchowski_cov", "corrected_resampled_ttest", "compare_repeated_cv",
            "sens_at_spec", "spec_at_sens", "partial_auc", "calibration_fit", "calibration_slope",
@@ -64,24 +65,6 @@ MAX_FPR = 0.2
 ECE_BINS = 10
 _TOL = 1e-9      # floating tolerance of "specificity >= 0.9" (10/100 is not exactly 1 - 0.9)
 _CHUNK = 2_000_000
-
-
-def jsonable(obj):
-    """Numpy scalars and arrays to Python; NaN and infinities to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
 
 
 def _groups(groups, n: int) -> tuple[np.ndarray, int]:

@@ -17,6 +17,7 @@ import math
 from dataclasses import KW_ONLY, asdict, dataclass, field
 
 import numpy as np
+from ..io import strict_json as jsonable   # one strict-JSON conversion for the package
 from sklearn.metrics import roc_auc_score
 
 #: severities, most serious first; "na": the comparison is not defined on
@@ -98,24 +99,6 @@ class Finding:
         """
         return cls(id, family, title, "na", f"not applicable: {reason}", values={**(values or {}), REASON: reason},
                    figure=figure, meaning=meaning)
-
-
-def jsonable(obj):
-    """Numpy scalars/arrays -> Python; NaN/Inf -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
 
 
 def safe_auc(y, p) -> float:
