@@ -8,8 +8,9 @@ means and what to do.
 
 Invariants
 ----------
-* Self-contained: inline CSS, no scripts, no external URL; every figure is an
-  ``<img src="data:image/png;base64,...">``.
+* Self-contained: inline CSS, no external URL; every figure is an
+  ``<img src="data:image/png;base64,...">``; the only script is the case
+  browser's, inline (:mod:`.browser`).
 * Every text from the data is HTML-escaped.
 * Written atomically (temp file + rename).
 """
@@ -256,8 +257,8 @@ def _comparisons(diag: dict) -> str:
             f"<th>train-val gap</th><th>ROIs</th><th>same folds</th></tr>{body}</table>")
 
 
-def render_html(diag: dict, figs: dict) -> str:
-    """The report page for a diagnosis dict and its figures."""
+def render_html(diag: dict, figs: dict, browser: str = "") -> str:
+    """The report page for a diagnosis dict and its figures (*browser*: the case-browser section)."""
     shown: set = set()
     parts = [_header(diag), "<main>", _verdict(diag)]
     head = ('<section><h2>Out-of-fold performance</h2>'
@@ -265,6 +266,7 @@ def render_html(diag: dict, figs: dict) -> str:
             + _comparisons(diag) + "</section>")
     shown.update({"roc", "calibration"})
     parts.append(head)
+    parts.append(browser)
     for fam, title in FAMILIES:
         fs = [f for f in diag["findings"] if f["family"] == fam]
         if fs:
@@ -307,7 +309,8 @@ def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, see
     if run.name != diag.get("primary"):
         run = study.siblings.get(diag.get("primary"), run)
     figs = _figures(diag, run, path)
-    page = render_html(diag, figs)
+    from .browser import case_browser_section
+    page = render_html(diag, figs, case_browser_section(run, path))
     out = path / REPORT_FILE
     with atomic_write(out, "w") as f:
         f.write(page)
