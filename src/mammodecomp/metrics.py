@@ -503,3 +503,47 @@ def lesion_level(oof_df: pd.DataFrame) -> pd.DataFrame | None:
                          "the views of one lesion share its label")
     return g.agg(patient_id=("patient_id", "first"), label=("label", "first"),
                  score=("score", "mean"), n_rois=("score", "size")).reset_index()
+
+
+# ---------------------------------------------------------------------------------------------------
+# compare_aucs: interim; replaced by the issue-16 implementation at merge
+# (issue 19's `mammodecomp runs compare` needs its signature and output keys only)
+def compare_aucs(y, p1, p2, groups=None, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Paired AUC comparison on the same ROIs, resampling patients (interim).
+
+    Returns dict ``auc1, auc2, diff (auc1 - auc2), ci (percentile bootstrap
+    of diff), p (two-sided: twice the smaller share of resampled differences
+    on either side of 0), test``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> y = np.repeat([0, 1], 50)
+    >>> r = compare_aucs(y, y + rng.normal(0, 0.5, 100), y + rng.normal(0, 3.0, 100),
+    ...                  groups=np.arange(100) // 2, n_boot=300)
+    >>> r["diff"] > 0 and r["ci"][0] > 0 and r["p"] < 0.05
+    True
+    """
+    y, p1 = _check_yp(y, p1, "p1")
+    _, p2 = _check_yp(y, p2, "p2")
+    groups = np.arange(y.size) if groups is None else np.asarray(groups)
+    if groups.shape != y.shape:
+        raise InputError(f"groups has {groups.size} values for {y.size} ROIs; expected one per ROI")
+    _, gidx = np.unique(groups.astype(str), return_inverse=True)
+    G = int(gidx.max()) + 1
+    rng = np.random.default_rng(seed)
+    d = np.empty(int(n_boot))
+    chunk = max(1, int(1_000_000 // max(y.size, 1)))
+    for s in range(0, int(n_boot), chunk):
+        b = min(chunk, int(n_boot) - s)
+        w = rng.multinomial(G, np.full(G, 1.0 / G), size=b).astype(np.float64)[:, gidx]
+        d[s:s + b] = _weighted_aucs(y, p1, w) - _weighted_aucs(y, p2, w)
+    d = d[np.isfinite(d)]
+    a1, a2 = auc_score(y, p1), auc_score(y, p2)
+    if d.size == 0:
+        return {"auc1": a1, "auc2": a2, "diff": a1 - a2, "ci": (float("nan"), float("nan")), "p": float("nan"),
+                "test": "patient bootstrap (interim)"}
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2 * min(float((d <= 0).mean()), float((d >= 0).mean())))
+    return {"auc1": a1, "auc2": a2, "diff": a1 - a2, "ci": (float(lo), float(hi)), "p": p,
+            "test": f"paired patient bootstrap, {d.size} resamples (interim)"}
