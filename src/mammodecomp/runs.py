@@ -236,13 +236,15 @@ def _cv(x) -> str:
 
 
 def _paired_line(p: dict, n_boot: int) -> str:
+    warn = (f"; {p['label_mismatch']} ROI id(s) carry different labels in the two runs: not the same ROIs?"
+            if p.get("label_mismatch") else "")
     if "skipped" in p:
-        return f"{p['b']} vs {p['a']}: no paired test ({p['skipped']})"
+        return f"{p['b']} vs {p['a']}: no paired test ({p['skipped']}){warn}"
     lo, hi = p["ci_b_minus_a"]
     return (f"{p['b']} vs {p['a']} on {p['n_shared']} shared ROIs: AUC {p['auc2']:.3f} vs {p['auc1']:.3f}, "
             f"difference {p['diff_b_minus_a']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}], "
             + (f"p < {1 / n_boot:.4f}" if p["p"] == 0 else f"p = {p['p']:.4f}") + " "
-            f"({p['test']})")
+            f"({p['test']}){warn}")
 
 
 def format_compare(res: dict) -> str:
