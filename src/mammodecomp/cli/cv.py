@@ -16,6 +16,8 @@ def cv_cmd(
     set_: List[str] = typer.Option([], "--set", "-s", help="Override a config key, e.g. --set train.epochs=10 (repeatable)."),
     out: Path = typer.Option(Path("runs/cv"), "--out", "-o", help="Run directory (resumed if it exists with the same config)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+    track: bool = typer.Option(False, "--track", help="Also log the run to MLflow (SQLite store beside the run; needs the track extra)."),
+    track_store: Optional[Path] = typer.Option(None, "--track-store", help="MLflow SQLite file (default OUT/../mlflow.db) or tracking URI."),
 ):
     """Cross-validate a recipe into a run directory (resumable).
 
@@ -25,6 +27,9 @@ def cv_cmd(
     from ..io import read_json
     from ..train import cross_validate
     cfg = resolve_config(config, recipe=recipe, overrides=set_)
+    if track:   # fail before training, not after, when the track extra is missing
+        from ..track import require_mlflow
+        require_mlflow()
     run = cross_validate(cfg, out, overwrite=overwrite)
     s = read_json(run / "summary.json")
     lo, hi = s.get("auc_ci", [None, None])
@@ -34,6 +39,9 @@ def cv_cmd(
         les = s["lesion"]
         typer.echo(f"{cfg.recipe}: lesion-level AUC {les['auc']:.3f} (95% CI {les['auc_ci'][0]:.3f}-"
                    f"{les['auc_ci'][1]:.3f}) over {les['n_lesions']} lesions (views' mean log-odds)")
+    if track:   # issue 19: experiment tracking, read from the finished run directory
+        from ..track import log_run
+        typer.echo(f"{cfg.recipe}: logged to MLflow as run {log_run(run, track_store)}")
 
 
 @app.command("study")
