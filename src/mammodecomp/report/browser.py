@@ -143,6 +143,27 @@ def _load_cams(path: Path) -> tuple[dict, np.ndarray | None]:
     return {int(r): i for i, r in enumerate(z["rows"])}, np.asarray(z["cams"], np.float32)
 
 
+def _arrays(run):
+    """The run's (components, rois) memmaps (either may be None).
+
+    ``run.json`` holds the paths as ``cv`` saw them: relative to its working
+    directory when ``--out`` was relative. ``RunFiles`` resolves them against
+    the run directory, ``train.load_run`` against the working directory; a
+    path found neither way by the first is tried the second way here.
+    """
+    comps, rois = run.components(), run.rois()
+    if comps is None or rois is None:
+        found = {}
+        for key in ("components_path", "rois_path"):
+            p = Path(str(run.info.get(key) or ""))
+            found[key] = np.load(p, mmap_mode="r") if run.info.get(key) and p.is_file() else None
+        comps = comps if comps is not None else found["components_path"]
+        if rois is None:
+            rois = found["rois_path"] if found["rois_path"] is not None else (
+                None if comps is None else np.asarray(comps, np.float32).sum(axis=1))
+    return comps, rois
+
+
 def browser_data(run, report_dir: str | Path | None = None, *, tile: int = TILE) -> dict:
     """The browser's data (JSON-ready): cases, strips, channel names, filters.
 
@@ -155,8 +176,7 @@ def browser_data(run, report_dir: str | Path | None = None, *, tile: int = TILE)
     tile : thumbnail side in px (at most the ROI's side).
     """
     d = _cases(run)
-    comps = run.components()
-    rois = run.rois()
+    comps, rois = _arrays(run)
     if rois is None:
         raise ValueError("the run has neither rois_path nor components_path arrays")
     if comps is None:
@@ -180,7 +200,7 @@ def browser_data(run, report_dir: str | Path | None = None, *, tile: int = TILE)
             cam_strips.append(_jpeg_uri(np.concatenate([_overlay(t, c, side) for t, c in zip(tiles, per)], axis=1)))
             ci = len(cam_strips) - 1
         sd = None if not np.isfinite(rec.sd) else round(float(rec.sd), 4)
-        cases.append([str(rec.roi_id), str(rec.patient_id), int(rec.label), round(float(rec.prob), 4), sd,
+        cases.append([str(rec.roi_id), str(rec.patient_id), int(rec.label), round(float(rec.prob), 6), sd,
                       int(rec.n), None if pd.isna(rec.fold) else int(rec.fold), rec.outcome,
                       round(float(rec.threshold), 4), ci,
                       [None if pd.isna(man[c].iloc[r]) else str(man[c].iloc[r]) for c in subs.values()]])
