@@ -36,7 +36,7 @@ def demo(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         main(["-q", "demo", "--out", "runs/demo", "--patients", "12", "--epochs-small", "1", "--epochs-seed", "1",
-              "--permutations", "0"])
+              "--permutations", "0", "--ablation"])
     return root / "runs" / "demo"
 
 
@@ -134,3 +134,28 @@ def test_browser_filters_and_opens_a_case(demo, browser, tmp_path):
     im = Image.open(shot)
     assert im.size[0] > 600 and im.size[1] > 300
     assert np.asarray(im.convert("L")).std() > 10      # not a blank page
+
+
+def test_readme_runs_commands_on_the_demo(demo, capsys, monkeypatch):
+    """The README's `runs` and `runs compare` lines, run as written in the demo's parent cwd."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```console\n(.*?)```", readme.split("## See the cases, compare the runs", 1)[1], re.S).group(1)
+    lines = [ln[2:].split() for ln in block.splitlines() if ln.startswith("$ mammodecomp ")]
+    assert [ln[1] for ln in lines] == ["runs", "runs"] and lines[1][2] == "compare"
+    monkeypatch.chdir(demo.parent.parent)
+    s = {n: json.loads((demo / n / "summary.json").read_text()) for n in ("seed", "small", "raw")}
+    main(lines[0][1:])
+    out = capsys.readouterr().out
+    for n, recipe, variant in (("seed", "seed", "components"), ("small", "small", "components"),
+                               ("raw", "small", "raw")):
+        assert re.search(rf"^demo/{n}\s+{recipe}\s+synthetic 24 ROIs/12 patients\s+starlet K=5 {variant}\s+"
+                         rf"{s[n]['auc']:.3f} \[", out, flags=re.M)
+    main(lines[1][1:])
+    out = capsys.readouterr().out
+    assert re.search(r"^decomposition\.variant\s+components\s+raw\s*$", out, flags=re.M)
+    assert re.search(rf"^auc\s+{s['small']['auc']:.3f}\s+{s['raw']['auc']:.3f} \(", out, flags=re.M)
+    assert re.search(r"runs/demo/raw vs runs/demo/small on 24 shared ROIs: AUC", out)
+    page = (demo.parent.parent / "compare.html").read_text()
+    assert "<th>decomposition.variant</th><td>components</td><td>raw</td>" in page
