@@ -52,6 +52,8 @@ SUBGROUPS = {"view": ("view",), "laterality": ("laterality",),
              "source": ("source",), "split": ("split",)}
 #: a subgroup column with more distinct values than this is not offered as a filter
 MAX_LEVELS = 40
+#: a float column with more distinct values than this is taken as continuous, not offered
+MAX_NUMERIC_LEVELS = 8
 
 
 def _to_u8(a: np.ndarray, signed: bool) -> np.ndarray:
@@ -103,8 +105,10 @@ def _subgroups(manifest: pd.DataFrame) -> dict[str, str]:
     for name, cols in SUBGROUPS.items():
         for c in cols:
             if c in manifest.columns:
-                v = manifest[c].dropna().astype(str)
-                if 0 < v.nunique() <= MAX_LEVELS:
+                col = manifest[c].dropna()
+                # a continuous column (a synthetic density in [0, 1]) is no subgroup to filter by
+                numeric = pd.api.types.is_float_dtype(col) and col.nunique() > MAX_NUMERIC_LEVELS
+                if 0 < col.astype(str).nunique() <= MAX_LEVELS and not numeric:
                     out[name] = c
                 break
     return out
@@ -187,7 +191,7 @@ def browser_data(run, report_dir: str | Path | None = None, *, tile: int = TILE)
     cam_of, cams = _load_cams(Path(report_dir) if report_dir is not None else Path(run.path))
     subs = _subgroups(run.manifest)
     man = run.manifest
-    strips, cam_strips, cases = [], [], []
+    strips, cam_strips, cam_max, cases = [], [], [], []
     for rec in d.itertuples(index=False):
         r = int(rec.row)
         tiles = _tiles(np.asarray(rois[r], np.float32), np.asarray(comps[r], np.float32), side)
@@ -198,6 +202,7 @@ def browser_data(run, report_dir: str | Path | None = None, *, tile: int = TILE)
             per = [m.mean(axis=0) if m.ndim == 3 else m] + ([m[j] for j in range(k)] if m.ndim == 3 and
                                                               m.shape[0] == k else [m] * k)
             cam_strips.append(_jpeg_uri(np.concatenate([_overlay(t, c, side) for t, c in zip(tiles, per)], axis=1)))
+            cam_max.append(round(float(np.max(m)), 4))
             ci = len(cam_strips) - 1
         sd = None if not np.isfinite(rec.sd) else round(float(rec.sd), 4)
         cases.append([str(rec.roi_id), str(rec.patient_id), int(rec.label), round(float(rec.prob), 6), sd,
@@ -205,7 +210,7 @@ def browser_data(run, report_dir: str | Path | None = None, *, tile: int = TILE)
                       round(float(rec.threshold), 4), ci,
                       [None if pd.isna(man[c].iloc[r]) else str(man[c].iloc[r]) for c in subs.values()]])
     return {"fields": ["roi", "patient", "label", "prob", "sd", "n", "fold", "outcome", "threshold", "cam", "sub"],
-            "cases": cases, "strips": strips, "cams": cam_strips, "channels": channels, "tile": side,
+            "cases": cases, "strips": strips, "cams": cam_strips, "cam_max": cam_max, "channels": channels, "tile": side,
             "subgroups": list(subs), "page": PAGE_ROWS, "run": str(getattr(run, "name", ""))}
 
 
@@ -287,10 +292,11 @@ function show(c,tr){var old=document.querySelector('#mdb tr.sel');if(old)old.cla
   +'; threshold '+c[F.threshold].toFixed(3)+'; outcome '+c[F.outcome]+'; fold '+c[F.fold]
   +D.subgroups.map(function(n,j){return '; '+n+' '+(c[F.sub][j]===null?'-':c[F.sub][j]);}).join('')));
  var w=el('div',null,'tiles'),s=D.strips[idx[c[F.roi]]];
- for(var t=0;t<=K;t++){var f=el('figure');f.appendChild(tile(s,t,3,t?D.channels[t-1]:'ROI'));f.appendChild(el('figcaption',t?D.channels[t-1]:'ROI'));w.appendChild(f);}
+ for(var t=0;t<=K;t++){var f=el('figure');f.appendChild(tile(s,t,2,t?D.channels[t-1]:'ROI'));f.appendChild(el('figcaption',t?D.channels[t-1]:'ROI'));w.appendChild(f);}
  d.appendChild(w);
- if(c[F.cam]>=0){d.appendChild(el('div','Grad-CAM of its fold model, over the ROI and each component:'));var w2=el('div',null,'tiles');
-  for(var u=0;u<=K;u++){var g=el('figure');g.appendChild(tile(D.cams[c[F.cam]],u,3,'CAM '+(u?D.channels[u-1]:'ROI')));g.appendChild(el('figcaption','CAM '+(u?D.channels[u-1]:'ROI')));w2.appendChild(g);}
+ if(c[F.cam]>=0){d.appendChild(el('div','Grad-CAM of its fold model, over the ROI and each component'+(D.cam_max[c[F.cam]]>0?':':
+  ': zero everywhere (nothing in this ROI raised the malignant logit; usual for a confident negative).')));var w2=el('div',null,'tiles');
+  for(var u=0;u<=K;u++){var g=el('figure');g.appendChild(tile(D.cams[c[F.cam]],u,2,'CAM '+(u?D.channels[u-1]:'ROI')));g.appendChild(el('figcaption','CAM '+(u?D.channels[u-1]:'ROI')));w2.appendChild(g);}
   d.appendChild(w2);} else d.appendChild(el('div','No Grad-CAM kept for this ROI (the diagnosis keeps a few per outcome).','note'));
  d.scrollIntoView({block:'nearest'});}
 ['mdb-label','mdb-outcome','mdb-fold','mdb-sort'].forEach(function(id){$(id).onchange=apply;});
