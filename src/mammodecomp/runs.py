@@ -92,11 +92,13 @@ def _row(run, name: str) -> dict:
 
 
 def _name(path: Path, base: Path) -> str:
-    try:
-        rel = path.resolve().relative_to(base.resolve())
+    for p, b in ((path, base), (path.resolve(), base.resolve())):
+        try:
+            rel = p.relative_to(b)
+        except ValueError:
+            continue
         return str(rel) if str(rel) != "." else path.name
-    except ValueError:
-        return str(path)
+    return str(path)
 
 
 def list_runs(folder: str | Path = "runs") -> list[dict]:
