@@ -12,8 +12,8 @@ from . import app
 @app.command("runs", context_settings={"allow_interspersed_args": True})
 def runs_cmd(
     args: List[str] = typer.Argument(None, metavar="[FOLDER] | compare RUN_A RUN_B [RUN ...] | track RUN [RUN ...]",
-                                     help="A folder to list (default runs), or `compare` and two or more run "
-                                          "directories."),
+                                     help="A folder to list (default runs); `compare` and two or more run "
+                                          "directories; or `track` and run directories."),
     out: Path = typer.Option(Path("compare.html"), "--out", "-o",
                              help="compare: the HTML page to write."),
     n_boot: int = typer.Option(2000, "--n-boot", help="compare: patient bootstrap resamples of the paired test."),
