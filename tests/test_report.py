@@ -44,7 +44,11 @@ def test_report_is_self_contained(leaky_run):
     p = _Tags()
     p.feed(text)
     tags = p.tags
-    assert not [t for t, _ in tags if t in ("link", "script", "iframe", "object", "embed")]
+    assert not [t for t, _ in tags if t in ("link", "iframe", "object", "embed")]
+    # the case browser's scripts are inline: no src, and exactly its data block and its code
+    scripts = [a for t, a in tags if t == "script"]
+    assert [a.get("type") for a in scripts] == ["application/json", None]
+    assert not [a for a in scripts if "src" in a]
     for tag, attrs in tags:
         for key in ("src", "href"):
             v = attrs.get(key)
@@ -103,3 +107,41 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["diagnose", str(tmp_path / "run"), "--permutations", "-1"])
     assert e.value.code == 2
+
+
+def test_case_browser_holds_every_oof_roi_with_its_outcome(leaky_run):
+    """The browser's JSON: one case per OOF ROI, mean probability, the outcome at the fold threshold,
+    subgroup columns from the manifest, one JPEG strip of 1 + K tiles each, CAM strips where the
+    diagnosis kept maps."""
+    import io
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    out, info = leaky_run
+    text = out.read_text()
+    m = re.search(r'<script type="application/json" id="mdb-data">(.*?)</script>', text, flags=re.S)
+    data = json.loads(m.group(1))
+    F = {f: i for i, f in enumerate(data["fields"])}
+    oof = pd.read_csv(out.parent / "oof.csv", dtype={"roi_id": str})
+    cases = {c[F["roi"]]: c for c in data["cases"]}
+    assert set(cases) == set(oof["roi_id"])
+    for r in oof.itertuples():
+        c = cases[r.roi_id]
+        assert c[F["label"]] == r.label and c[F["fold"]] == r.fold
+        assert abs(c[F["prob"]] - r.prob) < 1e-4
+        want = ("TP" if r.label else "FP") if r.prob >= r.threshold else ("FN" if r.label else "TN")
+        assert c[F["outcome"]] == want
+    assert data["subgroups"] == ["view", "source"]
+    assert {c[F["sub"]][0] for c in data["cases"]} == {"CC", "MLO"}
+    k = len(data["channels"])
+    for uri in data["strips"][:3]:
+        assert uri.startswith("data:image/jpeg;base64,")
+        im = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        assert im.size == ((k + 1) * data["tile"], data["tile"]) and im.mode == "L"
+    z = np.load(out.parent / "diagnosis_cams.npz")
+    ids = pd.read_parquet(out.parent / "manifest.parquet")["roi_id"].to_numpy()
+    with_cam = {c[F["roi"]] for c in data["cases"] if c[F["cam"]] >= 0}
+    assert with_cam == {ids[r] for r in z["rows"]} and len(data["cams"]) == len(with_cam)

@@ -111,8 +111,8 @@ def test_no_identifier_in_any_output_or_log(pipeline):
             # embedded base64 images are random letters: a 4-letter name turns up in ~1 MB of them by
             # chance; an identifier would sit in the text, so scan the page with data: URIs cut out,
             # and the images themselves decoded
-            uris = re.findall(rb"data:image/png;base64,([A-Za-z0-9+/=]+)", data)
-            data = re.sub(rb"data:image/png;base64,[A-Za-z0-9+/=]+", b"data:", data)
+            uris = re.findall(rb"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", data)
+            data = re.sub(rb"data:image/(?:png|jpeg);base64,[A-Za-z0-9+/=]+", b"data:", data)
             data += b"".join(base64.b64decode(u) for u in uris)
         leaks += [(str(p), s.decode()) for s in SECRETS if s in data]
     for name, (code, out, err) in pipeline["results"].items():

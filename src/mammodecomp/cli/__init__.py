@@ -21,7 +21,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Data sets: summarise, build m
 app.add_typer(data_app, name="data")
 
 # command modules, each registering on `app` or `data_app`; a missing one is skipped
-_COMMAND_MODULES = ["data", "fetch", "bench", "synth", "decompose", "cv", "diagnose", "predict", "demo", "scale", "evaluate"]
+_COMMAND_MODULES = ["data", "fetch", "bench", "synth", "decompose", "cv", "diagnose", "predict", "demo", "scale", "evaluate", "runs"]
 
 
 def _version(value: bool) -> None:

@@ -33,6 +33,8 @@ def cv_cmd(
     set_: List[str] = o.SET,
     out: Path = o.out_option("runs/cv", "Run directory (resumed if it exists with the same config)."),
     overwrite: bool = o.OVERWRITE,
+    track: bool = typer.Option(False, "--track", help="Also log the run to MLflow (SQLite store beside the run; needs the track extra)."),
+    track_store: Optional[Path] = typer.Option(None, "--track-store", help="MLflow SQLite file (default OUT/../mlflow.db) or tracking URI."),
 ):
     """Cross-validate a recipe into a run directory (resumable).
 
@@ -41,8 +43,14 @@ def cv_cmd(
     from ..config import resolve_config
     from ..train import cross_validate
     cfg = resolve_config(config, recipe=recipe, overrides=set_)
+    if track:   # fail before training, not after, when the track extra is missing
+        from ..track import require_mlflow
+        require_mlflow()
     run = cross_validate(cfg, out, overwrite=overwrite)
     print_summary(cfg, run)
+    if track:   # experiment tracking, read from the finished run directory
+        from ..track import log_run
+        typer.echo(f"{cfg.recipe}: logged to MLflow as run {log_run(run, track_store)}")
 
 
 @app.command("study")

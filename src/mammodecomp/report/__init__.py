@@ -9,8 +9,9 @@ figure, what was measured, what it means and what to do.
 
 Invariants
 ----------
-* Self-contained: inline CSS, no scripts, no external URL; every figure is an
-  ``<img src="data:image/png;base64,...">``.
+* Self-contained: inline CSS, no external URL; every figure is an
+  ``<img src="data:image/png;base64,...">``; the only script is the case
+  browser's, inline (:mod:`.browser`).
 * Every text from the data is HTML-escaped.
 * Written atomically (temp file + rename).
 """
@@ -257,8 +258,8 @@ def _comparisons(diag: dict) -> str:
             f"<th>train-val gap</th><th>ROIs</th><th>same folds</th></tr>{body}</table>")
 
 
-def render_html(diag: dict, figs: dict) -> str:
-    """The report page for a diagnosis dict and its figures."""
+def render_html(diag: dict, figs: dict, browser: str = "") -> str:
+    """The report page for a diagnosis dict and its figures (*browser*: the case-browser section)."""
     shown: set = set()
     parts = [_header(diag), "<main>", _verdict(diag)]
     head = ('<section><h2>Out-of-fold performance</h2>'
@@ -266,6 +267,7 @@ def render_html(diag: dict, figs: dict) -> str:
             + _comparisons(diag) + "</section>")
     shown.update({"roc", "calibration"})
     parts.append(head + (figs.get("stats_section") or ""))
+    parts.append(browser)
     from ..diagnose.checks import families
     for fam, title in families():
         fs = [f for f in diag["findings"] if f["family"] == fam]
@@ -315,7 +317,8 @@ def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, see
     for key in INPUT_KEYS:   # the maps' figures need the ROIs: a moved store is one line, not a lost figure
         run.input_path(key)
     figs = _figures(diag, run, path)
-    page = render_html(diag, figs)
+    from .browser import case_browser_section
+    page = render_html(diag, figs, case_browser_section(run, path))
     out = path / REPORT_FILE
     with atomic_write(out, "w") as f:
         f.write(page)
