@@ -210,3 +210,22 @@ def test_real_seed_pipeline_run_is_diagnosed(tmp_path):
     assert _f(d, "null.chance")["values"]["vs_chance"] in ("below", "includes")
     occ = _f(d, "attribution.occlusion")["values"]
     assert set(occ["drops"]) == set(d["headline"]["channels"]) and occ["n"] == 20
+
+
+@pytest.mark.parametrize("role", ["val", "train"])
+def test_shared_patient_is_found_through_either_fitting_role(role):
+    """A patient tested in a fold whose other ROI is in that fold's inner validation (or
+    training) part: both roles steer the model, so both leak."""
+    from types import SimpleNamespace
+    man = pd.DataFrame({"roi_id": [f"r{i}" for i in range(8)],
+                        "patient_id": ["a", "a", "b", "c", "d", "e", "f", "g"], "label": [0, 0, 1, 0, 1, 0, 1, 1]})
+    plan = pd.DataFrame({"repeat": 0, "fold": np.repeat([0, 1], 8), "roi_id": [f"r{i}" for i in range(8)] * 2,
+                         "role": ["test", role, "train", "val", "test", "train", "train", "val",
+                                  "train", "train", "test", "train", "train", "test", "val", "train"]})
+    f = sp.shared_patients(SimpleNamespace(manifest=man, plan=plan))
+    assert f["severity"] == "high"
+    assert f["values"]["n_shared"] == 1
+    assert f["values"]["patients"] == [{"patient_id": "a", "folds": ["r0f0"]}]
+    assert f["measured"].startswith("1 patient(s) have ROIs in both the training and the test part of a fold: a")
+    clean = plan.assign(role=plan["role"].where(~((plan["fold"] == 0) & (plan["roi_id"] == "r1")), "test"))
+    assert sp.shared_patients(SimpleNamespace(manifest=man, plan=clean))["values"]["n_shared"] == 0
