@@ -325,3 +325,33 @@ def test_headline_ci_resamples_patients_not_rois():
     assert s["auc_ci"][0] == pytest.approx(ref_lo, abs=0.02)
     assert s["auc_ci"][1] == pytest.approx(ref_hi, abs=0.02)
     assert (s["n_patients"], s["n_rois"]) == (n_pat, n_pat * views)
+
+
+# ---------------------------------------------------------------- added for the mutation run (bench/mutation.py)
+def test_f1_threshold_when_the_best_point_has_precision_plus_recall_of_one():
+    """2 positives in 20, the top score a negative: the F1-best threshold is the first positive's
+    score (P = R = 0.5, F1 0.5), not the lowest one (P 0.1, R 1, F1 0.18)."""
+    y = np.array([0, 1] + [0] * 17 + [1])
+    p = np.linspace(0.95, 0.05, 20)
+    t = choose_threshold(y, p, rule="f1")
+    assert t == pytest.approx(p[1])
+    assert skm.f1_score(y, (p >= t).astype(int)) == pytest.approx(0.5)
+
+
+def test_lesion_level_without_logits_takes_the_clipped_log_odds_of_saturated_probabilities():
+    from scipy.special import logit
+
+    from mammodecomp.metrics import lesion_level
+    oof = pd.DataFrame({"roi_id": list("abcd"), "patient_id": list("ppqq"), "lesion_id": list("xxyy"),
+                        "label": [1, 1, 0, 0], "repeat": 0, "fold": 0, "prob": [1.0, 0.9, 0.0, 0.2]})
+    les = lesion_level(oof)
+    np.testing.assert_allclose(les["score"], [(logit(1 - 1e-12) + logit(0.9)) / 2, (logit(1e-12) + logit(0.2)) / 2])
+
+
+def test_duplicate_roi_error_names_the_first_duplicate_and_its_repeat():
+    oof = pd.DataFrame({"roi_id": ["a", "b", "a", "b"], "patient_id": ["p", "q", "p", "q"], "label": [0, 1, 0, 1],
+                        "repeat": [0, 0, 1, 1], "fold": [0, 1, 0, 1], "prob": [0.2, 0.7, 0.3, 0.6]})
+    dup = pd.concat([oof, oof.iloc[[0]], oof.iloc[[3]]], ignore_index=True)
+    with pytest.raises(InputError) as e:
+        pooled_oof_summary(dup, n_boot=10)
+    assert str(e.value) == "roi 'a' appears twice in repeat 0; each ROI is tested once per repeat"
