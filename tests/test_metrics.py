@@ -355,3 +355,34 @@ def test_duplicate_roi_error_names_the_first_duplicate_and_its_repeat():
     with pytest.raises(InputError) as e:
         pooled_oof_summary(dup, n_boot=10)
     assert str(e.value) == "roi 'a' appears twice in repeat 0; each ROI is tested once per repeat"
+
+
+def test_threshold_of_a_useless_ranking_stays_in_the_unit_interval():
+    """Inverted scores: no threshold beats 'call nothing positive' (sklearn's +inf); the
+    documented range is [0, 1], so that is 1.0."""
+    assert choose_threshold([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 1.0
+
+
+def test_auc_of_one_class_is_nan_without_a_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(auc_score([1, 1, 1], [0.2, 0.9, 0.5]))
+        assert np.isnan(auc_score([0, 0], [0.2, 0.9]))
+
+
+def test_lesion_table_is_sorted_and_its_auc_ignores_row_order():
+    from mammodecomp.metrics import lesion_level
+    rng = np.random.default_rng(5)
+    n = 30
+    lab = np.repeat(np.tile([0, 1], n // 2), 2)
+    logit = rng.normal(size=2 * n) + lab
+    oof = pd.DataFrame({"roi_id": [f"r{i}" for i in range(2 * n)], "patient_id": np.repeat([f"p{i}" for i in range(n)], 2),
+                        "lesion_id": np.repeat([f"l{i:02d}" for i in range(n)], 2), "label": lab, "repeat": 0,
+                        "fold": 0, "logit": logit, "prob": 1 / (1 + np.exp(-logit))})
+    shuffled = oof.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    les = lesion_level(shuffled)
+    assert les["lesion_id"].tolist() == [f"l{i:02d}" for i in range(n)]
+    pd.testing.assert_frame_equal(les, lesion_level(oof))
+    a, b = pooled_oof_summary(oof, n_boot=200)["lesion"], pooled_oof_summary(shuffled, n_boot=200)["lesion"]
+    assert a["auc"] == b["auc"] and a["auc_ci"] == pytest.approx(b["auc_ci"], abs=1e-12)
