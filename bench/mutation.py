@@ -112,16 +112,45 @@ def _select(session: Path, keep_lines, max_n: int, seed: int) -> dict:
 
 def _results(session: Path) -> list[dict]:
     from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome
     out = []
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item, res in db.completed_work_items:
-            if res.worker_outcome == "skipped":
+            if res.worker_outcome == WorkerOutcome.SKIPPED:
                 continue
             m = item.mutations[0]
             out.append({"job": item.job_id, "operator": m.operator_name.removeprefix("core/"),
-                        "occurrence": m.occurrence, "line": m.start_pos[0], "outcome": str(res.test_outcome),
-                        "worker": str(res.worker_outcome), "diff": res.diff or ""})
+                        "occurrence": m.occurrence, "line": m.start_pos[0],
+                        "outcome": getattr(res.test_outcome, "value", res.test_outcome),   # killed/survived/...
+                        "worker": getattr(res.worker_outcome, "value", res.worker_outcome), "diff": res.diff or ""})
     return out
+
+
+def _test_command(t: dict) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+            "--doctest-modules", *t["tests"]]
+
+
+def _recheck(work: Path, t: dict, survivors: list[dict], env: dict, timeout: float) -> None:
+    """Apply each survivor again (``cosmic-ray apply``) and run the target's tests as they are
+    in the repository now; ``r["recheck"]`` is ``killed`` or ``survived``."""
+    shutil.copytree(ROOT / "tests", work / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+    mod = work / t["module"]
+    orig = mod.read_bytes()
+    for r in survivors:
+        try:
+            subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "apply", t["module"], "core/" + r["operator"],
+                            str(r["occurrence"])], cwd=work, env=env, check=True, capture_output=True)
+            try:
+                rc = subprocess.run(_test_command(t), cwd=work, env=env, capture_output=True,
+                                    timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = -1
+            r["recheck"] = "survived" if rc == 0 else "killed"
+        finally:
+            mod.write_bytes(orig)
+        print(f"recheck {t['module']}:{r['line']} {r['operator']}: {r['recheck']}", file=sys.stderr, flush=True)
 
 
 def _changed_line(diff: str) -> str:
@@ -138,38 +167,56 @@ def main(argv=None) -> None:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/mammodecomp-mutation"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="summarise the sessions already in --work (after an interrupted or earlier run)")
+    ap.add_argument("--recheck", action="store_true",
+                    help="with --report-only: rerun each surviving mutant against the repository's current tests")
     a = ap.parse_args(argv)
     names = [n for n in a.targets.split(",") if n]
     t0 = time.time()
-    if a.work.exists():
-        shutil.rmtree(a.work)
-    a.work.mkdir(parents=True)
-    for d in ("src", "tests"):
-        shutil.copytree(ROOT / d, a.work / d, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
-    shutil.copy(ROOT / "pyproject.toml", a.work / "pyproject.toml")
+    previous = json.loads((a.work / "mutation.json").read_text()) if a.report_only and \
+        (a.work / "mutation.json").is_file() else {}
+    if a.report_only:
+        names = [n for n in names if (a.work / f"{n}.sqlite").is_file()]
+        t0 = min((a.work / f"{n}.toml").stat().st_mtime for n in names)
+    else:
+        if a.work.exists():
+            shutil.rmtree(a.work)
+        a.work.mkdir(parents=True)
+        for d in ("src", "tests"):
+            shutil.copytree(ROOT / d, a.work / d, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+        shutil.copy(ROOT / "pyproject.toml", a.work / "pyproject.toml")
     env = dict(os.environ, PYTHONPATH=str(a.work / "src"), MAMMODECOMP_QUIET="1", HF_HUB_OFFLINE="1",
                OMP_NUM_THREADS="1")
     summary = {}
     for name in names:
         t = TARGETS[name]
-        cfg = _config(a.work, name, t, a.timeout)
         session = a.work / f"{name}.sqlite"
-        subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(cfg), str(session)], cwd=a.work,
-                       env=env, check=True, capture_output=True)
         keep = _regions(a.work / t["module"], t["regions"]) if "regions" in t else None
-        counts = _select(session, keep, a.max_per_target, a.seed)
-        print(f"{name}: {counts}", file=sys.stderr, flush=True)
         ts = time.time()
-        subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(cfg), str(session)], cwd=a.work,
-                       env=env, check=True, capture_output=True)
+        if a.report_only:
+            old = previous.get(name, {})
+            counts = {k: old.get(k) for k in ("generated", "eligible", "run")}
+            ts -= old.get("seconds", 0)
+        else:
+            cfg = _config(a.work, name, t, a.timeout)
+            subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(cfg), str(session)], cwd=a.work,
+                           env=env, check=True, capture_output=True)
+            counts = _select(session, keep, a.max_per_target, a.seed)
+            print(f"{name}: {counts}", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(cfg), str(session)], cwd=a.work,
+                           env=env, check=True, capture_output=True)
         res = _results(session)
+        if a.recheck:
+            _recheck(a.work, t, [r for r in res if r["outcome"] == "survived"], env, a.timeout)
         killed = [r for r in res if r["outcome"] != "survived"]
         survived = [r for r in res if r["outcome"] == "survived"]
         summary[name] = {**counts, "module": t["module"], "tests": t["tests"], "lines": keep,
                          "killed": len(killed), "survived": survived, "seconds": round(time.time() - ts)}
         print(f"{name}: {len(killed)} killed, {len(survived)} survived of {len(res)} "
               f"({summary[name]['seconds']} s)", file=sys.stderr, flush=True)
-    (a.work / "mutation.json").write_text(json.dumps(summary, indent=1))
+    if not a.report_only:
+        (a.work / "mutation.json").write_text(json.dumps(summary, indent=1))
     tot_run = sum(len(s["survived"]) + s["killed"] for s in summary.values())
     tot_killed = sum(s["killed"] for s in summary.values())
     rows = ["| target | mutated | tests | mutants (eligible / run) | killed | survived | kill rate | time |",
@@ -179,19 +226,25 @@ def main(argv=None) -> None:
         where = s["module"] + (f" lines {', '.join(f'{x}-{y}' for x, y in s['lines'])}" if s["lines"] else "")
         rows.append(f"| {name} | `{where}` | {', '.join(f'`{x}`' for x in s['tests'])} | {s['eligible']} / {n} "
                     f"| {s['killed']} | {len(s['survived'])} | {s['killed'] / max(n, 1):.0%} | {s['seconds']} s |")
-    surv = ["| target | line | operator | change |", "|---|---:|---|---|"]
+    surv = ["| target | line | operator | change | with the tests now |", "|---|---:|---|---|---|"]
     for name, s in summary.items():
         for r in s["survived"]:
-            surv.append(f"| {name} | {r['line']} | {r['operator']} | {_changed_line(r['diff'])} |")
+            surv.append(f"| {name} | {r['line']} | {r['operator']} | {_changed_line(r['diff'])} "
+                        f"| {r.get('recheck', 'not rechecked')} |")
+    rechecked = [r for s in summary.values() for r in s["survived"] if "recheck" in r]
+    now_killed = tot_killed + sum(r["recheck"] == "killed" for r in rechecked)
     cmd = "python bench/mutation.py" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])
                                                if x != "--no-write")
     text = "\n".join([
         "## Mutation testing", "",
         f"Command: `.venv/bin/{cmd.strip()}` (cosmic-ray, operators and targets in the script's docstring); "
         f"machine: cpu2 ({platform.machine()}, 2 cores shared with other jobs); "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, {time.time() - t0:.0f} s in all. "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
+        f"{sum(s['seconds'] for s in summary.values()):.0f} s of mutant runs in all. "
         f"Kill rate **{tot_killed}/{tot_run} = {tot_killed / max(tot_run, 1):.0%}**; targets above "
-        f"{a.max_per_target} eligible mutants are a seeded sample (seed {a.seed}).", "",
+        f"{a.max_per_target} eligible mutants are a seeded sample (seed {a.seed})."
+        + (f" Survivors rerun against the tests as they are now (`--recheck`): **{now_killed}/{tot_run} = "
+           f"{now_killed / max(tot_run, 1):.0%}** killed." if rechecked else ""), "",
         *rows, "", "Surviving mutants (each explained below the table, or killed by a test added since):", "",
         *(surv if len(surv) > 2 else ["none"]), ""])
     print(text)
