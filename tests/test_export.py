@@ -63,6 +63,11 @@ def test_exported_file_matches_the_fold_model_under_onnxruntime(run_dir, tmp_pat
     card = (tmp_path / "exp" / "MODEL_CARD.md").read_text()
     assert f"ONNX vs PyTorch max abs difference on random inputs: {info['max_abs_diff']}" in card
     assert "Research only" in card
+    # the card quotes the run's headline with its patient-bootstrap CI, as summary.json has them
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert (f"Pooled out-of-fold AUC {s['auc']:.3f} (95% patient-bootstrap CI "
+            f"{s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f}).") in card
+    assert s["auc_ci"][0] < s["auc_ci"][1] - 0.01      # so a swapped bound would show
 
 
 def test_export_refuses_a_file_that_differs_from_pytorch(run_dir, tmp_path, monkeypatch):
