@@ -175,7 +175,16 @@ def _recheck(work: Path, t: dict, survivors: list[dict], env: dict, timeout: flo
                     ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
     mod = work / t["module"]
     orig = mod.read_bytes()
+    # results kept per (mutant, content of its tests): a rerun skips what it already knows
+    import hashlib
+    cache_path = work / "recheck.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    tests_hash = hashlib.sha256(b"".join((work / x).read_bytes() for x in t["tests"]) + orig).hexdigest()[:16]
     for r in survivors:
+        key = f"{r['job']}:{tests_hash}"
+        if key in cache:
+            r["recheck"] = cache[key]
+            continue
         try:
             subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "apply", t["module"], "core/" + r["operator"],
                             str(r["occurrence"])], cwd=work, env=env, check=True, capture_output=True)
@@ -187,6 +196,8 @@ def _recheck(work: Path, t: dict, survivors: list[dict], env: dict, timeout: flo
             r["recheck"] = "survived" if rc == 0 else "killed"
         finally:
             mod.write_bytes(orig)
+        cache[key] = r["recheck"]
+        cache_path.write_text(json.dumps(cache, indent=1))
         print(f"recheck {t['module']}:{r['line']} {r['operator']}: {r['recheck']}", file=sys.stderr, flush=True)
 
 
