@@ -282,8 +282,11 @@ def main(argv=None) -> None:
                         f"| {r.get('recheck', 'not rechecked')} | {_explain(name, r['diff']) or ''} |")
     rechecked = [r for s in summary.values() for r in s["survived"] if "recheck" in r]
     now_killed = tot_killed + sum(r["recheck"] == "killed" for r in rechecked)
-    cmd = "python bench/mutation.py" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])
-                                               if x != "--no-write")
+    args_s = "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]) if x != "--no-write")
+    cmd = "python bench/mutation.py" + args_s
+    if a.report_only:   # the sessions were made by the plain command; this run only summarised them
+        plain = " ".join(x for x in args_s.split() if x not in ("--report-only", "--recheck"))
+        cmd = f"python bench/mutation.py {plain}`, then `.venv/bin/{cmd}"
     text = "\n".join([
         "## Mutation testing", "",
         f"Command: `.venv/bin/{cmd.strip()}` (cosmic-ray, operators and targets in the script's docstring); "
