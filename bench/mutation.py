@@ -242,10 +242,10 @@ def main(argv=None) -> None:
         session = a.work / f"{name}.sqlite"
         keep = _regions(a.work / t["module"], t["regions"]) if "regions" in t else None
         ts = time.time()
+        old: dict = {}
         if a.report_only:
             old = previous.get(name, {})
             counts = {k: old.get(k) for k in ("generated", "eligible", "run")}
-            ts -= old.get("seconds", 0)
         else:
             cfg = _config(a.work, name, t, a.timeout)
             subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(cfg), str(session)], cwd=a.work,
@@ -260,7 +260,9 @@ def main(argv=None) -> None:
         killed = [r for r in res if r["outcome"] != "survived"]
         survived = [r for r in res if r["outcome"] == "survived"]
         summary[name] = {**counts, "module": t["module"], "tests": t["tests"], "lines": keep,
-                         "killed": len(killed), "survived": survived, "seconds": round(time.time() - ts)}
+                         "killed": len(killed), "survived": survived,
+                         # the mutant runs' time (a --recheck's own time is not counted)
+                         "seconds": old.get("seconds", 0) if a.report_only else round(time.time() - ts)}
         print(f"{name}: {len(killed)} killed, {len(survived)} survived of {len(res)} "
               f"({summary[name]['seconds']} s)", file=sys.stderr, flush=True)
     if not a.report_only:
