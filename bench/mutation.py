@@ -78,6 +78,9 @@ EQUIVALENT = {
     ("export", "x = torch.rand(4, C, S, S, generator=torch.Generator().manual_seed(0))",
      "x = torch.rand(4, C, S, S, generator=torch.Generator().manual_seed( 1))"):
         "equivalent: another random tracing/parity input; the exported graph is the same",
+    ("export", "x = torch.rand(4, C, S, S, generator=torch.Generator().manual_seed(0))",
+     "x = torch.rand(4, C, S, S, generator=torch.Generator().manual_seed( -1))"):
+        "equivalent: as seed 1 (torch takes -1 as 2**64 - 1)",
     ("export", 'dynamic_axes={"components": {0: "batch"}, "logit": {0: "batch"}}, opset_version=17)',
      'dynamic_axes={"components": {0: "batch"}, "logit": {0: "batch"}}, opset_version= 16)'):
         "not a promise: opset 16 exports the same graph and gives the same logits; the opset is not "
@@ -288,7 +291,7 @@ def main(argv=None) -> None:
     cmd = "python bench/mutation.py" + args_s
     if a.report_only:   # the sessions were made by the plain command; this run only summarised them
         plain = " ".join(x for x in args_s.split() if x not in ("--report-only", "--recheck"))
-        cmd = f"python bench/mutation.py {plain}`, then `.venv/bin/{cmd}"
+        cmd = f"python bench/mutation.py {plain}".strip() + f"`, then `.venv/bin/{cmd}"
     text = "\n".join([
         "## Mutation testing", "",
         f"Command: `.venv/bin/{cmd.strip()}` (cosmic-ray, operators and targets in the script's docstring); "
