@@ -75,7 +75,7 @@ def _check_diagnosis_and_report(d: dict, report: Path, summary: dict) -> None:
         assert "No rule fired" in text
 
 
-def test_worked_example_on_mini_mias(cwd, mias_root):
+def test_worked_example_on_mini_mias(cwd, mias_root, monkeypatch):
     outs = _run_lines(_block("## Worked example on mini-MIAS", "bash"), cwd)
     assert "322 films, 161 patients; 119 ROIs (119 located) = 68 benign + 51 malignant from 104 patients" in outs[0]
     run = cwd / "runs" / "mias" / "small"
@@ -96,6 +96,7 @@ def test_worked_example_on_mini_mias(cwd, mias_root):
     assert f"Pooled out-of-fold AUC {summary['auc']:.3f}" in card and "Research only" in card
     exp = json.loads((run / "export" / "export.json").read_text())
     assert exp["max_abs_diff"] <= 1e-4
+    monkeypatch.chdir(cwd)      # run.json's store paths are as the user wrote them, relative to this cwd
     r = load_run(run)
     f0 = r.oof[r.oof["fold"] == 0].set_index("roi_id")
     rows = np.flatnonzero(r.manifest["roi_id"].isin(f0.index).to_numpy())
