@@ -3,7 +3,7 @@
 Usage: python bench/browser_weight.py [--rois 1000] [--size 64] [--k 5]
 
 Synthetic ROIs (mammodecomp.synth) decomposed with starlet, a run directory
-fabricated around them (tests/test_diagnose_support.make_run: real split
+fabricated around them (tests/diagnose_support.make_run: real split
 plan, random OOF probabilities), then the browser section built as the
 report builds it; prints its size in MB per 1000 ROIs and the build time.
 """

@@ -1,9 +1,18 @@
 """The results table: recipes and input variants, out-of-fold AUC with patient-bootstrap CIs.
 
-Usage (from the repository root, after `make setup`):
-    .venv/bin/python bench/study.py --synthetic          # the demo's data, 5 arms
-    .venv/bin/python bench/study.py --mias               # mini-MIAS, probe 5x5 and small 5x1
-    .venv/bin/python bench/study.py --synthetic --mias   # both; writes BENCHMARKS.md "Results"
+Usage (from the repository root, after `make setup`); each command writes its own
+section of BENCHMARKS.md, so every row of one table comes from one run of one code
+version:
+
+    .venv/bin/python bench/study.py --synthetic --patients 300 --mias --small-repeats 5
+        # the Results table (README's): synthetic draw seed 0 and mini-MIAS
+    .venv/bin/python bench/study.py --synthetic --patients 300 --seed 1 --arms probe
+    .venv/bin/python bench/study.py --synthetic --patients 300 --seed 2 --arms probe
+        # the probe on fresh synthetic draws ("Results: synthetic seed N")
+    .venv/bin/python bench/study.py --synthetic --patients 300 --arms small --early-stopping-variants
+        # small with early stopping on draw seed 0 (patience 8, 40 epochs; patience 8 on a weight average, 60 epochs)
+    .venv/bin/python bench/study.py --probe-fraction 0.25 --patients 300 --seed 1 --synth-size 320 --variant raw
+        # the probe fitted on a quarter of each fold's training patients, next to all of them
 
 mini-MIAS is read from ../shared/data/mini-mias (or --mias-root). Every arm of
 one study shares its ROIs and (for grouped folds) its folds, so the p-values
@@ -54,10 +63,19 @@ def _row(study: Path, arm: str, ref: str | None, data: str) -> dict:
     return r
 
 
-def synthetic(out: Path, patients: int) -> list[dict]:
-    base = resolve_config(recipe="small", overrides=[
-        f"data.synth.n_patients={patients}", "data.synth.size=160", "data.synth.difficulty=0.2",
-        "data.roi_size=64", f"decomposition.store={out / '.store'}"])
+def _synth_overrides(out: Path, patients: int, seed: int, size: int) -> list[str]:
+    return [f"data.synth.n_patients={patients}", f"data.synth.seed={seed}", f"data.synth.size={size}",
+            "data.synth.difficulty=0.2", "data.roi_size=64", f"decomposition.store={out / '.store'}"]
+
+
+def _oracle(out: Path, s) -> float:
+    return json.loads(next((out / "data").glob(f"synthetic-n{s.n_patients}-s{s.seed}-d{s.difficulty:g}-*/synth.json"))
+                      .read_text())["oracle_auc"]
+
+
+def synthetic(out: Path, patients: int, seed: int = 0, size: int = 160, only: list[str] | None = None,
+              early_stopping: bool = False) -> list[dict]:
+    base = resolve_config(recipe="small", overrides=_synth_overrides(out, patients, seed, size))
     # the question ran ~33 Adam steps per epoch; keep that for the seed copy on fewer ROIs
     seed_batch = max(8, int(round(0.8 * 2 * patients / 33 / 8)) * 8)
     # small: 60 epochs of the cosine schedule at lr 1e-3, no early stop (the checkpoint is still the
@@ -74,12 +92,73 @@ def synthetic(out: Path, patients: int) -> list[dict]:
             # backbone sees them upsampled 2x (fixed for this bench after looking at 64/128/224 px)
             "probe": ("probe", ["data.roi_size=128"]),
             "probe-permuted": ("probe", ["data.roi_size=128", "data.permute_labels=true"])}
-    name = f"synthetic-{patients}"
+    if early_stopping:   # the variants the README quotes (stop 12): patience 8 stops while the rate is high
+        arms["small-es8"] = ("small", ["train.epochs=40", "train.lr=1e-3", "train.early_stopping=8"])
+        arms["small-es8-ema"] = ("small", ["train.epochs=60", "train.lr=1e-3", "train.early_stopping=8",
+                                           "train.ema=0.98"])
+    if only:
+        unknown = sorted(set(only) - set(arms))
+        if unknown:
+            raise SystemExit(f"error: unknown arm(s) {unknown}; expected some of {sorted(arms)}")
+        arms = {k: v for k, v in arms.items() if k in only or k.startswith(tuple(f"{o}-es" for o in only))}
+    name = f"synthetic-{patients}" + (f"-s{seed}" if seed else "") + (f"-px{size}" if size != 160 else "")
     run_study(base, out / name, arms)
-    s = base.data.synth
-    oracle = json.loads(next((out / "data").glob(f"synthetic-n{s.n_patients}-s{s.seed}-d{s.difficulty:g}-*/synth.json"))
-                        .read_text())["oracle_auc"]
-    rows = [_row(out / name, a, "small", f"synthetic, {patients} patients (oracle AUC {oracle:.3f})") for a in arms]
+    oracle = _oracle(out, base.data.synth)
+    first = next(iter(arms))
+    label = f"synthetic, {patients} patients, seed {seed} (oracle AUC {oracle:.3f})"
+    return [_row(out / name, a, first, label) for a in arms]
+
+
+def probe_fraction(out: Path, patients: int, seed: int, size: int, fraction: float, variant: str,
+                   repeats: int = 1) -> list[dict]:
+    """The probe fitted on ``fraction`` of each outer fold's training patients (training and
+    inner-validation parts alike, a seeded draw of patients per fold), next to the probe fitted
+    on all of them; same outer test folds, same frozen features."""
+    import numpy as np
+    import pandas as pd
+
+    from mammodecomp.cv import make_split_plan
+    from mammodecomp.data import prepare_inputs
+    from mammodecomp.metrics import pooled_oof_summary
+    from mammodecomp.fit import _sigmoid
+    from mammodecomp.probe import fit_probe_fold, probe_features
+    cfg = resolve_config(recipe="probe", overrides=[*_synth_overrides(out, patients, seed, size), "data.roi_size=128",
+                                                    f"decomposition.variant={variant}", f"cv.n_repeats={repeats}"])
+    work = out / f"probe-fraction-s{seed}-px{size}-{variant}"
+    inp = prepare_inputs(cfg, work)
+    df = inp.manifest
+    x = inp.x
+    y = df["label"].to_numpy().astype(np.int64)
+    groups = df["patient_id"].astype(str).to_numpy()
+    c = cfg.cv
+    plan = make_split_plan(df, n_folds=c.n_folds, n_repeats=c.n_repeats, seed=c.seed, inner_fraction=c.inner_fraction)
+    feats = probe_features(cfg, x, inp.components_path.parent)
+    pos = {rid: i for i, rid in enumerate(df["roi_id"].astype(str))}
+    oracle = _oracle(out, cfg.data.synth)
+    rows = []
+    for frac in (fraction, 1.0):
+        parts, n_fit = [], []
+        for (r, f), sub in plan.groupby(["repeat", "fold"], sort=True):
+            idx = {role: np.array([pos[i] for i in sub.loc[sub["role"] == role, "roi_id"]], dtype=np.int64)
+                   for role in ("train", "val", "test")}
+            if frac < 1.0:
+                rng = np.random.default_rng([seed, int(r), int(f)])
+                for role in ("train", "val"):
+                    pats = np.unique(groups[idx[role]])
+                    keep = set(rng.choice(pats, size=max(2, int(round(frac * pats.size))), replace=False))
+                    idx[role] = idx[role][np.isin(groups[idx[role]], list(keep))]
+            n_fit.append(len(np.unique(groups[np.concatenate([idx["train"], idx["val"]])])))
+            res = fit_probe_fold(cfg, feats, y, idx["train"], idx["val"], idx["test"], groups=groups)
+            parts.append(pd.DataFrame({"roi_id": df["roi_id"].to_numpy()[idx["test"]],
+                                       "patient_id": groups[idx["test"]], "label": y[idx["test"]],
+                                       "repeat": int(r), "fold": int(f), "prob": _sigmoid(res.test_logits)}))
+        s = pooled_oof_summary(pd.concat(parts, ignore_index=True), n_boot=c.n_boot, seed=c.seed)
+        rows.append({"data": f"synthetic, {patients} patients, seed {seed}, rendered at {size} px "
+                             f"(oracle AUC {oracle:.3f})",
+                     "arm": f"probe on {frac:g} of each fold's training patients (~{int(np.mean(n_fit))} patients)",
+                     "recipe": "probe", "model": cfg.model.name, "variant": variant,
+                     "cv": f"grouped {c.n_folds}x{c.n_repeats}", "rois": len(df), "auc": s["auc"], "ci": s["auc_ci"],
+                     "train_auc": None, "seconds": None, "p_vs_ref": None, "lesion_auc": None, "lesion_ci": None})
     return rows
 
 
@@ -126,6 +205,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--patients", type=int, default=300, help="synthetic patients (2 ROIs each)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic draw (data.synth.seed)")
+    ap.add_argument("--synth-size", type=int, default=160, help="side of the rendered synthetic images (px)")
+    ap.add_argument("--arms", default=None, help="comma-separated subset of the synthetic arms")
+    ap.add_argument("--early-stopping-variants", action="store_true",
+                    help="add small with patience 8 (40 epochs) and patience 8 on a weight average (60 epochs)")
+    ap.add_argument("--probe-fraction", type=float, default=None,
+                    help="fit the probe on this fraction of each fold's training patients (and on all of them)")
+    ap.add_argument("--variant", default="components", help="input variant for --probe-fraction")
     ap.add_argument("--mias", action="store_true")
     ap.add_argument("--mias-root", type=Path, default=MIAS)
     ap.add_argument("--small-repeats", type=int, default=5, help="repeats of the small recipe on mini-MIAS")
@@ -133,16 +220,28 @@ def main(argv=None) -> None:
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
+    a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     if a.synthetic:
-        rows += synthetic(a.out, a.patients)
+        rows += synthetic(a.out, a.patients, a.seed, a.synth_size, a.arms.split(",") if a.arms else None,
+                          a.early_stopping_variants)
     if a.mias:
         rows += mias(a.out, a.mias_root, a.small_repeats)
+    if a.probe_fraction is not None:
+        rows += probe_fraction(a.out, a.patients, a.seed, a.synth_size, a.probe_fraction, a.variant)
+    import subprocess
+    rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip() or "unknown"
+    argv_s = " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    argv_s = " ".join(x for x in argv_s.split() if x != "--no-write")
+    heading = "Results" if (a.seed == 0 and not a.arms and a.probe_fraction is None and a.synth_size == 160
+                            and not a.early_stopping_variants) else f"Results: {argv_s}"
     text = "\n".join([
-        "## Results", "",
-        f"Command: `.venv/bin/python bench/study.py{f' --synthetic --patients {a.patients}' if a.synthetic else ''}"
-        f"{f' --mias --small-repeats {a.small_repeats}' if a.mias else ''}`; machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
-        f"whole run {time.perf_counter() - t0:.0f} s. OOF AUC = the headline: each repeat's out-of-fold "
+        f"## {heading}", "",
+        f"Command: `.venv/bin/python bench/study.py {argv_s}`; code version {rev}; "
+        f"machine: cpu2 ({platform.machine()}, 2 cores, no GPU); "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}, whole run {time.perf_counter() - t0:.0f} s. "
+        "OOF AUC = the headline: each repeat's out-of-fold "
         "predictions pooled over its folds, averaged over repeats (SD over repeats in brackets); CI = 95% "
         "patient-level bootstrap. p = paired comparison on each ROI's repeat-averaged probability, the test "
         "named: obuchowski (clustered AUC variance, the patient as the unit) when a patient has several ROIs, "
@@ -158,9 +257,10 @@ def main(argv=None) -> None:
         "lesions with a patient-bootstrap CI.", "",
         table(rows), ""])
     print(text)
-    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    slug = "results" if heading == "Results" else "results-" + "".join(c if c.isalnum() else "_" for c in argv_s)
+    (a.out / f"{slug}.json").write_text(json.dumps(rows, indent=1, default=str))
     if not a.no_write:
-        write_section(text, "Results")
+        write_section(text, heading)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,16 @@ backward + Adam step) at 320x320x5, batch 32, for
   L2 as a loss term and torch's default (unfused) Adam. The other torch modes
   step the way the trainer does (``train._optimizer``: fused Adam, the L2 folded
   into the dense kernels' coupled weight decay, which is the same update);
-* ``keras`` (optional, ``--keras-python PATH``): the question's Keras code run
-  by a TensorFlow interpreter from a separate venv (never a project
-  dependency), ``model.train_on_batch`` on the same shapes.
+* ``keras`` and ``keras-bf16`` (optional, ``--keras-python PATH``): the
+  question's Keras code run by a TensorFlow interpreter from a separate venv
+  (never a project dependency), ``model.train_on_batch`` on the same shapes;
+  ``keras`` in float32, ``keras-bf16`` under Keras's own ``mixed_bfloat16``
+  policy (bf16 compute, float32 variables, the sigmoid output in float32), i.e.
+  Keras at its best precision on a CPU with AMX.
+
+Comparisons are made like for like and printed under the table: torch float32
+against Keras float32, torch bf16 against Keras ``mixed_bfloat16``, and the
+bf16-vs-float32 gain of each framework on its own.
 
 Each mode runs in its own subprocess (fresh memory; peak RSS is per mode),
 with ``--warmup`` untimed steps then ``--steps`` timed ones. Prints a table and
@@ -66,10 +73,12 @@ def MyNet(size, k):
     m.add(BatchNormalization())
     m.add(Dense(4096, activation="relu", kernel_regularizer=l2(r)))
     m.add(BatchNormalization())
-    m.add(Dense(1, activation="sigmoid"))
+    m.add(Dense(1, activation="sigmoid", dtype="float32"))   # float32 output under a mixed policy
     m.compile(optimizer="adam", loss="binary_crossentropy")
     return m
 
+if args.get("policy"):
+    tf.keras.mixed_precision.set_global_policy(args["policy"])
 tf.random.set_seed(0)
 model = MyNet(args["size"], args["in_chans"])
 rng = np.random.default_rng(0)
@@ -83,7 +92,7 @@ for _ in range(args["steps"]):
     loss = model.train_on_batch(x, y)
     times.append(time.perf_counter() - t0)
 loss = float(np.ravel(loss)[0])
-print(json.dumps({"mode": "keras", "step_s": times, "loss": loss, "params": int(model.count_params()),
+print(json.dumps({"mode": args["mode"], "step_s": times, "loss": loss, "params": int(model.count_params()),
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "version": "tensorflow " + tf.__version__}))
 '''
@@ -149,8 +158,9 @@ def torch_worker(mode: str, args: argparse.Namespace) -> dict:
 def run_mode(mode: str, args: argparse.Namespace) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1")
-    if mode == "keras":
-        payload = json.dumps({"size": args.size, "in_chans": args.in_chans, "batch": args.batch,
+    if mode.startswith("keras"):
+        payload = json.dumps({"mode": mode, "policy": "mixed_bfloat16" if mode == "keras-bf16" else None,
+                              "size": args.size, "in_chans": args.in_chans, "batch": args.batch,
                               "steps": args.steps, "warmup": args.warmup, "threads": args.threads})
         cmd = [args.keras_python, "-c", KERAS_WORKER, payload]
     else:
@@ -183,7 +193,8 @@ def machine() -> str:
 LABEL = {"fp32": "torch fp32 (NCHW)", "fp32-cl": "torch fp32 + channels_last",
          "bf16": "torch bf16 autocast + channels_last",
          "bf16-loss-l2": "torch bf16 + channels_last, literal step (L2 in the loss, unfused Adam)",
-         "keras": "Keras (TensorFlow) fp32, the question's code"}
+         "keras": "Keras (TensorFlow) fp32, the question's code",
+         "keras-bf16": "Keras (TensorFlow) mixed_bfloat16 policy, the question's code"}
 
 
 def table(results: list[dict], batch: int) -> str:
@@ -200,6 +211,24 @@ def table(results: list[dict], batch: int) -> str:
                     f"| {r['params']:,} | {r['loss']:.3f} | {r['version']} "
                     f"| {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
     return "\n".join(rows)
+
+
+def comparisons(results: list[dict], batch: int) -> str:
+    """Like-for-like ratios: each precision against the same precision, and each framework's
+    bf16-vs-float32 gain on its own."""
+    ips = {r["mode"]: batch * len(r["step_s"]) / sum(r["step_s"]) for r in results if "error" not in r}
+    fp32 = max((m for m in ("fp32", "fp32-cl") if m in ips), key=ips.get, default=None)
+    lines = []
+
+    def ratio(a, b, what):
+        if a in ips and b in ips:
+            lines.append(f"- {what}: {ips[a]:.2f} vs {ips[b]:.2f} images/s ({ips[a] / ips[b]:.2f}x)")
+    if fp32:
+        ratio(fp32, "keras", f"float32, torch ({LABEL[fp32]}) vs Keras")
+        ratio("bf16", "keras-bf16", "bf16, torch (bf16 autocast + channels_last) vs Keras (mixed_bfloat16)")
+        ratio("bf16", fp32, "torch bf16 vs torch float32 (the precision gain, not a framework gain)")
+    ratio("keras-bf16", "keras", "Keras mixed_bfloat16 vs Keras float32")
+    return ("Like for like:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def write_section(text: str, heading: str) -> None:
@@ -230,8 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(torch_worker(args.worker, args)))
         return
     modes = [m for m in args.modes.split(",") if m]
-    if args.keras_python and "keras" not in modes:
-        modes.append("keras")
+    if args.keras_python:
+        modes += [m for m in ("keras", "keras-bf16") if m not in modes]
     results = []
     for mode in modes:
         print(f"running {mode} ...", file=sys.stderr, flush=True)
@@ -239,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     tab = table(results, args.batch)
     print(tab)
     cmd = "python bench/train.py " + " ".join(a for a in sys.argv[1:] if a != "--no-write")
-    measured = any(r["mode"] == "keras" and "error" not in r for r in results)
+    measured = any(r["mode"].startswith("keras") and "error" not in r for r in results)
     keras_note = ""
     if args.model == "seed-vgg":
         keras_note = ("\nThe Keras row is the question's code run by TensorFlow from a separate venv "
@@ -259,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             f"+ {args.steps} timed steps per mode, {args.threads} threads, each mode in its own process. The machine is shared: the 1-minute load average before/after each mode "
             f"says how much other work ran alongside (2 cores; load > 2 means contention).\n\n"
             f"Command: `{cmd.strip()}`  \nMachine: {machine()}; measured {time.strftime('%Y-%m-%d')}.\n\n"
-            f"{tab}\n{keras_note}")
+            f"{tab}\n{keras_note}\n{comparisons(results, args.batch)}\n")
     if not args.no_write:
         write_section(text, heading)
 

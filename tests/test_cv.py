@@ -202,3 +202,62 @@ def test_contiguous_hypothesis(n, k):
         assert s["test"].tolist() == [f"r{i}" for i in va]
         assert s["train"].tolist() == [f"r{i}" for i in tr]
     assert (plan.role == "test").sum() == k * (n // k)
+
+
+# ---------------------------------------------------------------- added for the mutation run (bench/mutation.py)
+def _msg(fn, *a, **k):
+    with pytest.raises(InputError) as e:
+        quiet(fn, *a, **k)
+    return str(e.value)
+
+
+def test_input_errors_name_the_first_bad_row_exactly():
+    df = make_df(10, 1, seed=0)
+    assert _msg(make_split_plan, df.iloc[:0]) == "manifest has no rows; nothing to split"
+    assert _msg(make_split_plan, df.iloc[:0], scheme="contiguous") == "manifest has no rows; nothing to split"
+    missing = df.assign(patient_id=df["patient_id"].where(df.index != 2, None))
+    assert _msg(make_split_plan, missing) == "row 3, field 'patient_id': value is missing"
+    dup = df.assign(roi_id=["a", "b", "a", "b", *[f"x{i}" for i in range(6)]])
+    assert _msg(make_split_plan, dup) == "field 'roi_id': duplicate roi_id 'a'; roi_id must be unique"
+    plan = make_split_plan(make_df(20, 1, seed=1), n_folds=2)
+    bad = plan.assign(role=plan["role"].where(plan.index != 3, "holdout").where(plan.index != 5, "other"))
+    assert _msg(check_plan, bad, make_df(20, 1, seed=1)) == \
+        "field 'role': role 'holdout' is not one of ['train', 'val', 'test']"
+    assert _msg(fold_sets, plan, 0, 7) == "the plan has no repeat 0 fold 7"
+
+
+def test_an_inner_training_part_of_one_roi_is_legal():
+    """6 patients (two with 2 ROIs), 2 folds, inner_fraction 0.5: the first inner split leaves
+    one ROI to train on in each fold. Degenerate, but not impossible: the plan is made."""
+    n = [2, 2, 1, 1, 1, 1]
+    df = pd.DataFrame([{"roi_id": f"r{p}_{j}", "patient_id": f"p{p}", "label": p % 2}
+                       for p in range(6) for j in range(n[p])])
+    plan = quiet(make_split_plan, df, n_folds=2, inner_fraction=0.5, seed=0)
+    check_plan(plan, df)
+    assert plan.groupby(["fold", "role"]).size().to_dict() == {
+        (0, "test"): 4, (0, "train"): 1, (0, "val"): 3, (1, "test"): 4, (1, "train"): 1, (1, "val"): 3}
+
+
+def test_one_class_inner_validation_is_warned_about():
+    """4 patients of 2 ROIs, 2 folds, inner_fraction 0.5: each outer training part has one
+    patient per class, so the inner validation patient is of one class."""
+    df = pd.DataFrame({"roi_id": list("abcdefgh"), "patient_id": list("ppqqrrss"), "label": [0, 0, 1, 1] * 2})
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        plan = make_split_plan(df, n_folds=2, inner_fraction=0.5)
+    check_plan(plan, df)
+    msgs = [str(x.message) for x in w]
+    assert "repeat 0 fold 0: the inner validation set has one class only; validation AUC is undefined there" in msgs
+    assert "repeat 0 fold 1: the inner validation set has one class only; validation AUC is undefined there" in msgs
+
+
+def test_outer_training_part_with_exactly_as_many_patients_as_inner_splits():
+    """10 patients of 3 ROIs in 2 folds: 5 training patients per fold for inner_fraction 0.2's
+    5 inner splits, one validation patient each."""
+    df = make_df(10, 3, seed=3).assign(label=np.repeat([0, 1] * 5, 3))
+    plan = quiet(make_split_plan, df, n_folds=2, inner_fraction=0.2)
+    check_plan(plan, df)
+    pid = dict(zip(df.roi_id, df.patient_id))
+    fit = plan[plan.role != "test"]
+    assert (fit.groupby("fold").roi_id.apply(lambda r: len({pid[i] for i in r})) == 5).all()
+    assert (plan[plan.role == "val"].groupby("fold").roi_id.apply(lambda r: len({pid[i] for i in r})) == 1).all()

@@ -63,7 +63,11 @@ def test_seed_run_evidence_values(seed_run):
     assert any("BatchNorm" in c for c in osc["likely_causes"])
     perm = _f(d, "null.permutation")["values"]
     assert len(perm["null"]) == 19 and 0 < perm["p"] <= 1 and perm["folds"] == "grouped"
-    assert _f(d, "null.chance")["values"]["ci_low"] is not None
+    # the chance finding carries the run's own patient-bootstrap CI (summary.json), not a new one
+    summary = json.loads((seed_run[0] / "summary.json").read_text())
+    ch = _f(d, "null.chance")["values"]
+    assert [ch["ci_low"], ch["ci_high"]] == summary["auc_ci"]
+    assert ch["auc"] == pytest.approx(summary["auc"], abs=1e-12)
     assert d["errors"] == []
 
 
@@ -264,3 +268,36 @@ def test_probe_capacity_is_the_regression_on_pretrained_features(tmp_path):
     assert v[cap.PRETRAINED] is True and f.severity == "info"
     assert v[cap.PARAMS_PER_TRAIN_ROI] == pytest.approx(v[cap.PARAMS] / v[cap.N_TRAIN])
     assert "trained from scratch" not in f.measured
+
+
+@pytest.mark.parametrize("role", ["val", "train"])
+def test_shared_patient_is_found_through_either_fitting_role(role):
+    """A patient tested in a fold whose other ROI is in that fold's inner validation (or
+    training) part: both roles steer the model, so both leak."""
+    from types import SimpleNamespace
+    man = pd.DataFrame({"roi_id": [f"r{i}" for i in range(8)],
+                        "patient_id": ["a", "a", "b", "c", "d", "e", "f", "g"], "label": [0, 0, 1, 0, 1, 0, 1, 1]})
+    plan = pd.DataFrame({"repeat": 0, "fold": np.repeat([0, 1], 8), "roi_id": [f"r{i}" for i in range(8)] * 2,
+                         "role": ["test", role, "train", "val", "test", "train", "train", "val",
+                                  "train", "train", "test", "train", "train", "test", "val", "train"]})
+    f = sp.shared_patients(SimpleNamespace(manifest=man, plan=plan))
+    assert f.severity == "high"
+    assert f.values[sp.N_SHARED] == 1
+    assert f.values[sp.PATIENTS] == [{"patient_id": "a", "folds": ["r0f0"]}]
+    assert f.measured.startswith("1 patient(s) have ROIs in both the training and the test part of a fold: a")
+    clean = plan.assign(role=plan["role"].where(~((plan["fold"] == 0) & (plan["roi_id"] == "r1")), "test"))
+    assert sp.shared_patients(SimpleNamespace(manifest=man, plan=clean)).values[sp.N_SHARED] == 0
+
+
+@pytest.mark.xdist_group("diagnose-real")
+def test_diagnose_finds_the_inputs_of_a_run_made_with_a_relative_store(tmp_path, monkeypatch):
+    from mammodecomp.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAMMODECOMP_QUIET", "1")
+    main(["-q", "cv", "--recipe", "small", "--set", "data.synth.n_patients=16", "--set", "data.synth.size=64",
+          "--set", "data.roi_size=32", "--set", "train.epochs=1", "--set", "cv.n_folds=2", "--set", "cv.n_boot=20",
+          "--set", "train.threads=1", "--set", "decomposition.store=runs/x/store", "--out", "runs/x/small"])
+    main(["diagnose", "runs/x/small", "--permutations", "5", "--model-rois", "8"])
+    d = json.loads((tmp_path / "runs" / "x" / "small" / DIAGNOSIS_FILE).read_text())
+    assert len(_f(d, "null.permutation")["values"]["null"]) == 5
+    assert "n_pairs" in _f(d, "split.near_duplicates")["values"]

@@ -131,6 +131,21 @@ def test_delong_identical_and_different():
 
 
 # ---------------------------------------------------------------- bootstrap
+def documented_bootstrap_ci(y, p, groups, n_boot, seed, alpha=0.05):
+    """bootstrap_auc_ci's documented resampling, redone with np.repeat and sklearn's AUC:
+    patients in np.unique order of their ids as strings, multinomial counts from
+    default_rng(seed), one-class resamples dropped, percentile interval."""
+    y, p = np.asarray(y), np.asarray(p, float)
+    uniq, gidx = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    counts = np.random.default_rng(seed).multinomial(uniq.size, np.full(uniq.size, 1 / uniq.size), size=n_boot)
+    aucs = []
+    for c in counts:
+        yy, pp = np.repeat(y, c[gidx]), np.repeat(p, c[gidx])
+        if np.unique(yy).size == 2:
+            aucs.append(skm.roc_auc_score(yy, pp))
+    return list(np.quantile(aucs, [alpha / 2, 1 - alpha / 2]))
+
+
 def test_bootstrap_matches_naive_resampling():
     """Reproduce the documented resampling with np.repeat and sklearn's AUC."""
     y, p = scores(60, 5, ties=True)
@@ -252,7 +267,9 @@ def test_lesion_level_pools_the_views_of_a_lesion():
     s = pooled_oof_summary(oof, n_boot=100)
     assert s["lesion"]["auc"] == pytest.approx(roc_auc_score(lab[::2], logit.reshape(n, 2).mean(1)))
     assert s["lesion"]["n_lesions"] == n and s["lesion"]["max_rois_per_lesion"] == 2
-    assert s["lesion"]["auc_ci"][0] <= s["lesion"]["auc"] <= s["lesion"]["auc_ci"][1]
+    assert s["lesion"]["auc_ci"] == pytest.approx(
+        documented_bootstrap_ci(lab[::2], logit.reshape(n, 2).mean(1), [f"p{i}" for i in range(n)], 100, 0),
+        abs=1e-12)
     # one ROI per lesion, or no lesion column: nothing to pool
     assert "lesion" not in pooled_oof_summary(oof.drop(columns="lesion_id"), n_boot=20)
     assert lesion_level(oof.assign(lesion_id=oof["roi_id"])) is None
@@ -271,3 +288,104 @@ def test_manifest_lesion_must_be_one_patient_and_one_label():
         validate_manifest(df.assign(lesion_id=["x", "x", "x", "y"]), check_files=False)
     with pytest.raises(InputError, match=r"row 4, field 'lesion_id': value is missing"):
         validate_manifest(df.assign(lesion_id=["x", "x", "y", None]), check_files=False)
+
+
+def naive_patient_bootstrap(y, p, groups, n_boot, seed, alpha=0.05):
+    """An independent patient bootstrap: draw patients with replacement (own RNG), stack
+    their ROIs, AUC by its definition (all positive-negative pairs, ties one half);
+    percentile interval."""
+    y, p, groups = np.asarray(y), np.asarray(p, float), np.asarray(groups).astype(str)
+    pats = np.unique(groups)
+    rows = {g: np.flatnonzero(groups == g) for g in pats}
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rows[g] for g in rng.choice(pats, size=pats.size, replace=True)])
+        pos, neg = p[idx][y[idx] == 1], p[idx][y[idx] == 0]
+        if pos.size and neg.size:
+            d = pos[:, None] - neg[None, :]
+            aucs.append(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+    return np.quantile(aucs, [alpha / 2, 1 - alpha / 2])
+
+
+def test_headline_ci_resamples_patients_not_rois():
+    """Six views per patient with nearly the same score: the ROI bootstrap is far too narrow,
+    and the pooled summary's CI must be the patient-level one."""
+    rng = np.random.default_rng(3)
+    n_pat, views = 40, 6
+    lab = np.repeat(rng.permutation(np.tile([0, 1], n_pat // 2)), views)
+    patient_score = np.repeat(rng.normal(0, 1, n_pat), views) + 0.8 * lab
+    prob = 1 / (1 + np.exp(-(patient_score + rng.normal(0, 0.05, n_pat * views))))
+    oof = pd.DataFrame({"roi_id": [f"r{i}" for i in range(n_pat * views)],
+                        "patient_id": np.repeat([f"p{i}" for i in range(n_pat)], views),
+                        "label": lab, "repeat": 0, "fold": np.repeat(np.arange(n_pat) % 5, views), "prob": prob})
+    s = pooled_oof_summary(oof, n_boot=2000, seed=0)
+    ref_lo, ref_hi = naive_patient_bootstrap(lab, prob, oof["patient_id"], n_boot=2000, seed=12345)
+    roi_lo, roi_hi = bootstrap_auc_ci(lab, prob, None, n_boot=2000, seed=0)
+    # the case tells the two apart: the ROI-level interval is less than half as wide
+    assert roi_hi - roi_lo < 0.5 * (ref_hi - ref_lo)
+    # the headline CI agrees with the independent patient bootstrap (Monte Carlo error ~0.01)
+    assert s["auc_ci"][0] == pytest.approx(ref_lo, abs=0.02)
+    assert s["auc_ci"][1] == pytest.approx(ref_hi, abs=0.02)
+    assert (s["n_patients"], s["n_rois"]) == (n_pat, n_pat * views)
+
+
+# ---------------------------------------------------------------- added for the mutation run (bench/mutation.py)
+def test_f1_threshold_when_the_best_point_has_precision_plus_recall_of_one():
+    """2 positives in 20, the top score a negative: the F1-best threshold is the first positive's
+    score (P = R = 0.5, F1 0.5), not the lowest one (P 0.1, R 1, F1 0.18)."""
+    y = np.array([0, 1] + [0] * 17 + [1])
+    p = np.linspace(0.95, 0.05, 20)
+    t = choose_threshold(y, p, rule="f1")
+    assert t == pytest.approx(p[1])
+    assert skm.f1_score(y, (p >= t).astype(int)) == pytest.approx(0.5)
+
+
+def test_lesion_level_without_logits_takes_the_clipped_log_odds_of_saturated_probabilities():
+    from scipy.special import logit
+
+    from mammodecomp.metrics import lesion_level
+    oof = pd.DataFrame({"roi_id": list("abcd"), "patient_id": list("ppqq"), "lesion_id": list("xxyy"),
+                        "label": [1, 1, 0, 0], "repeat": 0, "fold": 0, "prob": [1.0, 0.9, 0.0, 0.2]})
+    les = lesion_level(oof)
+    np.testing.assert_allclose(les["score"], [(logit(1 - 1e-12) + logit(0.9)) / 2, (logit(1e-12) + logit(0.2)) / 2])
+
+
+def test_duplicate_roi_error_names_the_first_duplicate_and_its_repeat():
+    oof = pd.DataFrame({"roi_id": ["a", "b", "a", "b"], "patient_id": ["p", "q", "p", "q"], "label": [0, 1, 0, 1],
+                        "repeat": [0, 0, 1, 1], "fold": [0, 1, 0, 1], "prob": [0.2, 0.7, 0.3, 0.6]})
+    dup = pd.concat([oof, oof.iloc[[0]], oof.iloc[[3]]], ignore_index=True)
+    with pytest.raises(InputError) as e:
+        pooled_oof_summary(dup, n_boot=10)
+    assert str(e.value) == "roi 'a' appears twice in repeat 0; each ROI is tested once per repeat"
+
+
+def test_threshold_of_a_useless_ranking_stays_in_the_unit_interval():
+    """Inverted scores: no threshold beats 'call nothing positive' (sklearn's +inf); the
+    documented range is [0, 1], so that is 1.0."""
+    assert choose_threshold([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 1.0
+
+
+def test_auc_of_one_class_is_nan_without_a_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(auc_score([1, 1, 1], [0.2, 0.9, 0.5]))
+        assert np.isnan(auc_score([0, 0], [0.2, 0.9]))
+
+
+def test_lesion_table_is_sorted_and_its_auc_ignores_row_order():
+    from mammodecomp.metrics import lesion_level
+    rng = np.random.default_rng(5)
+    n = 30
+    lab = np.repeat(np.tile([0, 1], n // 2), 2)
+    logit = rng.normal(size=2 * n) + lab
+    oof = pd.DataFrame({"roi_id": [f"r{i}" for i in range(2 * n)], "patient_id": np.repeat([f"p{i}" for i in range(n)], 2),
+                        "lesion_id": np.repeat([f"l{i:02d}" for i in range(n)], 2), "label": lab, "repeat": 0,
+                        "fold": 0, "logit": logit, "prob": 1 / (1 + np.exp(-logit))})
+    shuffled = oof.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    les = lesion_level(shuffled)
+    assert les["lesion_id"].tolist() == [f"l{i:02d}" for i in range(n)]
+    pd.testing.assert_frame_equal(les, lesion_level(oof))
+    a, b = pooled_oof_summary(oof, n_boot=200)["lesion"], pooled_oof_summary(shuffled, n_boot=200)["lesion"]
+    assert a["auc"] == b["auc"] and a["auc_ci"] == pytest.approx(b["auc_ci"], abs=1e-12)

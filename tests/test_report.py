@@ -93,8 +93,18 @@ def test_cli_diagnose_and_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "out-of-fold AUC" in out and (tmp_path / "run" / DIAGNOSIS_FILE).is_file()
     main(["report", str(tmp_path / "run")])
-    assert (tmp_path / "run" / REPORT_FILE).is_file()
     assert "report written" in capsys.readouterr().out
+    # what the user reads: the report shows the diagnosis's headline and every cause it ranked
+    import html
+    import json
+    d = json.loads((tmp_path / "run" / DIAGNOSIS_FILE).read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert d["headline"]["auc"] == pytest.approx(summary["auc"], abs=1e-12)
+    assert "capacity" in {c["id"] for c in d["verdict"]}      # the seed network on 60 ROIs
+    text = (tmp_path / "run" / REPORT_FILE).read_text()
+    assert f"<b>{d['headline']['auc']:.3f}</b>" in text
+    for c in d["verdict"]:
+        assert f"<b>{html.escape(c['title'])}</b>" in text, c["id"]
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):

@@ -38,7 +38,14 @@ def test_run_directory_is_complete_and_leak_free(tiny_run):
     for h in run.histories.values():
         assert {"train_auc", "val_auc", "train_loss", "val_loss"} <= set(h.columns)
     s = run.summary
-    assert 0 <= s["auc"] <= 1 and s["auc_ci"][0] <= s["auc"] <= s["auc_ci"][1]
+    from sklearn.metrics import roc_auc_score
+
+    from test_metrics import documented_bootstrap_ci
+    oof = run.oof
+    assert s["auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]), abs=1e-12)
+    # the headline CI resamples patients (n_boot and seed from the config)
+    assert s["auc_ci"] == pytest.approx(documented_bootstrap_ci(oof["label"], oof["prob"], oof["patient_id"],
+                                                                50, 0), abs=1e-12)
 
 
 def test_same_config_same_predictions(tiny_cfg, tiny_run, tmp_path):
@@ -97,11 +104,21 @@ def test_predict_fold_reproduces_out_of_fold_probabilities(tiny_run):
 
 
 def test_onnx_export_matches_torch(tiny_run, tmp_path):
-    pytest.importorskip("onnxruntime")
+    """The exported file, run by onnxruntime on the run's own inputs, gives the fold's
+    out-of-fold logits (more in tests/test_export.py)."""
+    import onnxruntime as ort
+
     from mammodecomp.export import export_onnx
     run_dir, _ = tiny_run
     path = export_onnx(run_dir, tmp_path / "exp")
-    assert path.is_file() and (tmp_path / "exp" / "MODEL_CARD.md").is_file()
+    run = load_run(run_dir)
+    test = run.oof[run.oof["fold"] == 0]
+    x = run.inputs()[run.manifest.index[run.manifest["roi_id"].isin(test["roi_id"])]]
+    order = run.manifest["roi_id"][run.manifest["roi_id"].isin(test["roi_id"])]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"components": np.ascontiguousarray(x, dtype=np.float32)})[0].reshape(-1)
+    want = test.set_index("roi_id").loc[order, "logit"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert "Research only" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()
 
 

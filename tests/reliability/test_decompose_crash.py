@@ -78,18 +78,64 @@ def _assert_equal_to_reference(store, ref):
     assert not list(store.glob(".*.tmp")) and not list(store.glob("*.tmp"))
 
 
-def test_kill_minus_9_during_decompose_then_rerun(data, reference, tmp_path):
+#: the same command in a process that SIGKILLs itself at a chosen point of the entry's write
+#: (fault injection: deterministic, whatever the machine's load)
+FAULT = r"""
+import os, signal, sys
+point = sys.argv[1]
+if point == "rows":          # the 5th batch: 4 rows sit in the temporary memmap
+    import mammodecomp.decompose
+    D = sys.modules["mammodecomp.decompose"]      # the package (mammodecomp.decompose the name is the function)
+    real, calls = D.decompose, []
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **k)
+    D.decompose = dying
+elif point == "rename":      # every row and <key>.json written, the entry not yet renamed into place
+    real_replace = os.replace
+    def dying_replace(src, dst, *a, **k):
+        if str(dst).endswith(".npy") and os.path.basename(str(src)).endswith(".tmp"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst, *a, **k)
+    os.replace = dying_replace
+from mammodecomp.cli import main
+main(sys.argv[2:])
+"""
+
+
+def _killed_at(point, data, store):
+    cmd = _cmd(data, store)
+    p = subprocess.run([sys.executable, "-c", FAULT, point, *cmd[3:]], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == -signal.SIGKILL, (point, p.returncode, p.stderr[-2000:])
+
+
+@pytest.mark.parametrize("point", ["rows", "rename"])
+def test_kill_minus_9_mid_write_leaves_no_entry_and_the_rerun_matches(data, reference, tmp_path, point):
     store = tmp_path / "store"
-    killed_mid_write = False
-    # 1) the moment the entry's temporary file exists: half an entry on disk
-    p = subprocess.Popen(_cmd(data, store), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tmp_seen = lambda: bool(list(store.glob(".*.npy.*.tmp")))  # noqa: E731
-    if _kill_when(p, tmp_seen, 120):
-        killed_mid_write = tmp_seen()
-    _assert_no_torn_entry(store, reference)
-    # 2) random moments within an uninterrupted run's duration (seeded: reproducible)
+    _killed_at(point, data, store)
+    # the kill came mid-write: the temporary file is there, the entry is not
+    tmps = list(store.glob(f".{reference['key']}.npy.*.tmp"))
+    assert len(tmps) == 1, sorted(p.name for p in store.iterdir())
+    assert not (store / f"{reference['key']}.npy").exists()
+    if point == "rename":
+        assert (store / f"{reference['key']}.json").is_file()    # described, but not an entry without its .npy
+    from mammodecomp.store import DecompStore
+    assert DecompStore(store).get(reference["key"]) is None
+    # the rerun clears the dead writer's temporary file and writes the reference entry
+    r = subprocess.run(_cmd(data, store), env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "computed"
+    _assert_equal_to_reference(store, reference)
+
+
+def test_kill_minus_9_at_random_moments_then_rerun(data, reference, tmp_path):
+    """Kills at seeded moments (wherever they land, even after the end): never a torn entry."""
+    store = tmp_path / "store"
     rng = np.random.default_rng(7)
-    for delay in rng.uniform(0.3, 3.0, size=1):
+    for delay in rng.uniform(0.3, 3.0, size=2):
         p = subprocess.Popen(_cmd(data, store), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
         _kill_when(p, lambda: time.monotonic() - t0 >= delay, 120)
@@ -99,9 +145,6 @@ def test_kill_minus_9_during_decompose_then_rerun(data, reference, tmp_path):
     r = subprocess.run(_cmd(data, store), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     _assert_equal_to_reference(store, reference)
-    if not killed_mid_write:
-        pytest.skip("the first kill came too late to catch the temporary file (machine too busy); "
-                    "the rerun still matched")
 
 
 def test_two_decompose_runs_into_one_store_at_once(data, reference, tmp_path):

@@ -27,7 +27,7 @@ def test_kill_minus_9_then_rerun_is_identical(tmp_path):
     store = tmp_path / "store"
     ref = subprocess.run(_cv(tmp_path / "ref", store), env=env, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
-    # kill as soon as the second fold has written its first epoch
+    # kill as soon as the second fold has written its first epoch (it has 3 epochs to go)
     p = subprocess.Popen(_cv(tmp_path / "run", store), env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     target = tmp_path / "run" / "folds" / "r0f1" / "state.pt"
@@ -38,6 +38,14 @@ def test_kill_minus_9_then_rerun_is_identical(tmp_path):
     if killed:
         os.kill(p.pid, signal.SIGKILL)
     p.wait()
+    assert killed, f"cv ended (exit {p.returncode}) before the second fold wrote its first epoch"
+    assert p.returncode == -signal.SIGKILL
+    # killed mid-run: fold 0 finished, fold 1 in progress, no out-of-fold table yet
+    done0 = tmp_path / "run" / "folds" / "r0f0" / "done.json"
+    assert done0.is_file() and target.is_file()
+    assert not (tmp_path / "run" / "folds" / "r0f1" / "done.json").exists()
+    assert not (tmp_path / "run" / "oof.csv").exists()
+    done0_stat = (done0.read_bytes(), done0.stat().st_mtime_ns)
     again = subprocess.run(_cv(tmp_path / "run", store), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     a = pd.read_csv(tmp_path / "ref" / "oof.csv")
@@ -48,3 +56,5 @@ def test_kill_minus_9_then_rerun_is_identical(tmp_path):
     for k in ("auc", "auc_ci"):
         assert sa[k] == sb[k]
     assert not list((tmp_path / "run").rglob("*.tmp"))
+    # the finished fold was kept, not trained again
+    assert (done0.read_bytes(), done0.stat().st_mtime_ns) == done0_stat
