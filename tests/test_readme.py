@@ -146,7 +146,7 @@ def test_python_api_example(tmp_path, monkeypatch):
     on_disk = json.loads((run / "diagnosis.json").read_text())
     assert on_disk == json.loads(json.dumps(ns["findings"]))
     summary = json.loads((run / "summary.json").read_text())
-    assert (summary["n_patients"], summary["recipe"]) == (60, "small")
+    assert (summary["n_patients"], summary["recipe"]) == (40, "small")
     from mammodecomp.report import write_report
     _check_diagnosis_and_report(ns["findings"], write_report(run), summary)
 

@@ -265,9 +265,9 @@ def test_readme_data_set_examples_print_what_the_readme_says(tmp_path):
     (the mini-MIAS line on ../shared/data/mini-mias, left out where that copy is absent)."""
     import re
 
-    from conftest import MIAS
     from test_sources_dicom import vindr_layout
     repo = Path(__file__).resolve().parents[1]
+    MIAS = repo.parent / "shared" / "data" / "mini-mias"   # noqa: N806 (as tests/conftest.py names it)
     sec = (repo / "README.md").read_text().split("## Published data sets", 1)[1].split("\n## ", 1)[0]
     kaggle = kaggle_layout(tmp_path / "cbis-kaggle")
     _series_of(kaggle, "Mass-Test_P_00002_RIGHT_MLO", "full mammogram images").unlink()

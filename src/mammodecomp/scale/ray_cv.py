@@ -27,7 +27,10 @@ import numpy as np
 __all__ = ["RayFoldRunner", "import_ray"]
 
 #: files of a fold directory a task sends back, ``done.json`` last
-FOLD_FILES = ("norm.json", "history.csv", "model.safetensors", "state.pt", "test.csv", "done.json")
+from .. import rundir
+
+#: the files a fold task returns (done.json, the marker, is written last)
+FOLD_FILES = (rundir.NORM, rundir.HISTORY, rundir.STEPS, rundir.WEIGHTS, rundir.STATE, rundir.TEST, rundir.DONE)
 
 
 def import_ray():
@@ -103,7 +106,7 @@ def write_fold_files(out: Path, files: dict[str, bytes]) -> None:
     from ..io import atomic_write
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in sorted(files, key=lambda n: n == "done.json"):
+    for name in sorted(files, key=lambda n: n == rundir.DONE):
         with atomic_write(out / name, "wb") as f:
             f.write(files[name])
 
