@@ -62,7 +62,8 @@ def find_runs(folder: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def _f(v):
+def finite_or_none(v):
+    """``float(v)`` when that is a finite number, else None."""
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -83,10 +84,10 @@ def _row(run, name: str) -> dict:
             "decomposition": f"{cfg('decomposition.method', '?')} K={cfg('decomposition.k', '?')} "
                              f"{cfg('decomposition.variant', '')}".strip(),
             "cv": f"{cfg('cv.scheme', '?')} {cfg('cv.n_folds', '?')}x{cfg('cv.n_repeats', '?')}",
-            "auc": _f(s.get("auc")), "auc_ci": [_f(ci[0]), _f(ci[1])],
-            "lesion_auc": _f(les.get("auc")), "lesion_ci": [_f(lci[0]), _f(lci[1])],
-            "final_train_auc": _f(s.get("final_train_auc_mean")),
-            "fold_auc_mean": _f(s.get("fold_auc_mean")), "fold_auc_sd": _f(s.get("fold_auc_sd")),
+            "auc": finite_or_none(s.get("auc")), "auc_ci": [finite_or_none(ci[0]), finite_or_none(ci[1])],
+            "lesion_auc": finite_or_none(les.get("auc")), "lesion_ci": [finite_or_none(lci[0]), finite_or_none(lci[1])],
+            "final_train_auc": finite_or_none(s.get("final_train_auc_mean")),
+            "fold_auc_mean": finite_or_none(s.get("fold_auc_mean")), "fold_auc_sd": finite_or_none(s.get("fold_auc_sd")),
             "date": str(run.info.get("finished") or run.info.get("started") or ""),
             "manifest_hash": run.info.get("manifest_hash")}
 

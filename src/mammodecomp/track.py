@@ -31,7 +31,6 @@ project's promise: nothing but ``data fetch`` touches the network).
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -80,11 +79,8 @@ def _flat(d, prefix="") -> dict:
 
 
 def _num(v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    from .runs import finite_or_none
+    return finite_or_none(v)
 
 
 def _summary_metrics(s: dict) -> dict:
