@@ -396,6 +396,12 @@ class Run:
         """The (N,H,W) raw ROIs memmap in manifest order."""
         return np.load(self.input_path("rois_path"), mmap_mode="r")
 
+    def check_inputs(self) -> None:
+        """Resolve every input array run.json names: a missing one is a one-line
+        :class:`~mammodecomp.errors.InputError` now, not a skipped check later."""
+        for key in INPUT_KEYS:
+            self.input_path(key)
+
     @property
     def store_dir(self) -> Path:
         """The folder of the run's decomposition store entry."""
@@ -498,9 +504,8 @@ def _primary_name(runs: dict, meta: dict) -> str:
     return next(iter(runs))
 
 
-def study_arm_names(path: Path) -> list[str]:
-    """The arms a study directory lists (study.json), then any other sub-folders."""
-    meta = read_json(path / STUDY_JSON) if (path / STUDY_JSON).is_file() else {}
+def study_arm_names(path: Path, meta: dict) -> list[str]:
+    """The arms a study directory's study.json (``meta``) lists, then any other sub-folders."""
     listed = (meta.get("arms") or meta.get("runs")) if isinstance(meta, dict) else None
     names: list[str] = []
     if isinstance(listed, dict):    # study.run_study writes {"arms": {name: {"path": ...}}}
@@ -523,7 +528,7 @@ def load_study(path: str | Path, *, store: str | Path | None = None) -> Study:
     if is_run_dir(path):
         return Study(path=path, primary=read_run(path, store=store), is_study=False)
     meta = read_json(path / STUDY_JSON) if (path / STUDY_JSON).is_file() else {}
-    runs = {n: read_run(path / n, n, store=store) for n in study_arm_names(path) if is_run_dir(path / n)}
+    runs = {n: read_run(path / n, n, store=store) for n in study_arm_names(path, meta) if is_run_dir(path / n)}
     if not runs:
         raise StageMissingError("neither a run directory (oof.csv, splits.csv) nor a study of run "
                                 "directories; run `mammodecomp cv` or `mammodecomp study` first", path=path)

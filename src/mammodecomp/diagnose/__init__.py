@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write, write_json
-from ..rundir import INPUT_KEYS
 from ._common import SEVERITIES, Finding, jsonable, safe_auc
 from ..rundir import Run, Study, load_study, read_run
 from .attribution import MAX_ATTR_ROIS
@@ -116,9 +115,8 @@ def diagnose(run_or_study_dir: str | Path, n_permutations: int = 100, seed: int 
     path = Path(run_or_study_dir)
     study = load_study(path, store=store)
     run = study.primary
-    for r in (run, *study.siblings.values()):   # a missing input is one line now, not "not measured" later
-        for key in INPUT_KEYS:
-            r.input_path(key)
+    for r in (run, *study.siblings.values()):
+        r.check_inputs()
     errors: list = []
     head = _attempt("headline", lambda: fe.headline(run),
                     {fe.AUC: safe_auc(run.pooled["label"], run.pooled["prob"]), fe.CI_LOW: None, fe.CI_HIGH: None},

@@ -304,7 +304,6 @@ def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, see
     """
     from ..diagnose import DIAGNOSIS_FILE, diagnose
     from ..rundir import load_study
-    from ..rundir import INPUT_KEYS
     path = Path(run_or_study_dir)
     if (path / DIAGNOSIS_FILE).is_file():
         diag = read_json(path / DIAGNOSIS_FILE)
@@ -314,8 +313,7 @@ def write_report(run_or_study_dir: str | Path, *, n_permutations: int = 100, see
     run = study.primary
     if run.name != diag.get("primary"):
         run = study.siblings.get(diag.get("primary"), run)
-    for key in INPUT_KEYS:   # the maps' figures need the ROIs: a moved store is one line, not a lost figure
-        run.input_path(key)
+    run.check_inputs()   # the maps' figures need the ROIs: a moved store is one line, not a lost figure
     figs = _figures(diag, run, path)
     from .browser import case_browser_section
     page = render_html(diag, figs, case_browser_section(run, path))
